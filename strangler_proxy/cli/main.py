@@ -1,0 +1,32 @@
+"""Entry point of the ``strangler`` console script.
+
+Each area registers its commands from its own module (``register(app)``), so
+the map of commands is this list.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="strangler",
+    help="Migrate a monolith to services one route or field at a time.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _register_all() -> None:
+    from strangler_proxy.cli import db_commands, stack_commands
+
+    for module in (stack_commands, db_commands):
+        module.register(app)
+
+
+def main() -> None:
+    _register_all()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+"""``strangler.yaml``: read once, validated whole, frozen.
+
+:func:`load_config` parses the YAML keeping each node's line, validates it with
+pydantic, and raises :class:`~strangler_proxy.errors.ConfigErrors` naming the
+file, the line and the field of every problem. Nothing partial ever escapes: a
+bad file is refused whole and the caller keeps whatever config it had.
+
+    >>> cfg = load_config_text('''
+    ... upstreams:
+    ...   legacy: {url: "http://127.0.0.1:8001"}
+    ... ''')
+    >>> cfg.proxy.default_upstream
+    'legacy'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from strangler_proxy.errors import ConfigError, ConfigErrors
+
+# ---------------------------------------------------------------- defaults
+DEFAULT_PROXY_PORT = 8080
+DEFAULT_ADMIN_PORT = 9901
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+DEFAULT_UPSTREAM_TIMEOUT_S = 30.0
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_SHADOW_QUEUE = 1000
+DEFAULT_SHADOW_WORKERS = 32
+DEFAULT_SHADOW_TIMEOUT_S = 5.0
+DEFAULT_SHADOW_BODY_LIMIT = 1024 * 1024
+ADMIN_TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
+
+_IDENT = r"[A-Za-z0-9_.\-]+"
+
+
+class Mode(str, Enum):
+    LEGACY = "legacy"
+    SHADOW = "shadow"
+    CANARY = "canary"
+    EXTRACTED = "extracted"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Listen(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PROXY_PORT, ge=0, le=65535)
+
+
+class ProxySettings(_Frozen):
+    listen: Listen = Listen()
+    admin: Listen = Listen(port=DEFAULT_ADMIN_PORT)
+    # name -> token. The token's name is what the audit log records as "who".
+    admin_tokens: dict[str, str] = Field(default_factory=dict)
+    default_upstream: str = "legacy"
+    access_log: bool = True
+    # Where flips propagate from when several replicas share one database.
+    state_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class UpstreamConfig(_Frozen):
+    url: str
+    connect_timeout_s: float = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0)
+    timeout_s: float = Field(default=DEFAULT_UPSTREAM_TIMEOUT_S, gt=0)
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1)
+    # "preserve": send the client's Host; "upstream": the upstream URL's host.
+    host_header: Literal["preserve", "upstream"] = "preserve"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/.*)?$", v):
+            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8001")
+        return v.rstrip("/")
+
+
+class CompareConfig(_Frozen):
+    """Rules of the diff engine. Route-level rules are merged over the global ones
+    (lists are concatenated, mappings merged, scalars overridden when set)."""
+
+    ignore: tuple[str, ...] = ()  # JSON paths with wildcards: $..request_id, $.items[*].updated_at
+    abs_tolerance: float | None = Field(default=None, ge=0)
+    rel_tolerance: float | None = Field(default=None, ge=0)
+    unordered: tuple[str, ...] = ()  # list paths compared as multisets
+    list_keys: dict[str, str] = Field(default_factory=dict)  # list path -> key field
+    normalise: dict[str, tuple[Literal["strip", "lower", "collapse-space"], ...]] = Field(default_factory=dict)
+    headers: tuple[str, ...] | None = None  # allowlist compared; default Content-Type
+    redact_headers: tuple[str, ...] = ()  # besides Authorization, Cookie, Set-Cookie
+    redact_paths: tuple[str, ...] = ()  # JSON paths whose values never reach the store
+    noise_sample_rate: float | None = Field(default=None, ge=0, le=1)
+
+    def merged(self, over: CompareConfig | None) -> CompareConfig:
+        if over is None:
+            return self
+        return CompareConfig(
+            ignore=self.ignore + over.ignore,
+            abs_tolerance=over.abs_tolerance if over.abs_tolerance is not None else self.abs_tolerance,
+            rel_tolerance=over.rel_tolerance if over.rel_tolerance is not None else self.rel_tolerance,
+            unordered=self.unordered + over.unordered,
+            list_keys={**self.list_keys, **over.list_keys},
+            normalise={**self.normalise, **over.normalise},
+            headers=over.headers if over.headers is not None else self.headers,
+            redact_headers=self.redact_headers + over.redact_headers,
+            redact_paths=self.redact_paths + over.redact_paths,
+            noise_sample_rate=(
+                over.noise_sample_rate if over.noise_sample_rate is not None else self.noise_sample_rate
+            ),
+        )
+
+
+class GuardrailConfig(_Frozen):
+    """Automatic rollback for canary/extracted: a sliding window of results."""
+
+    enabled: bool = True
+    window: int = Field(default=200, ge=1)  # last N results
+    window_s: float = Field(default=300.0, gt=0)  # ...no older than this
+    min_samples: int = Field(default=20, ge=1)
+    max_error_rate: float = Field(default=0.10, ge=0, le=1)
+    max_mismatch_rate: float = Field(default=0.10, ge=0, le=1)
+
+
+class ReadinessConfig(_Frozen):
+    min_samples: int = Field(default=100, ge=1)
+    max_mismatch_rate: float = Field(default=0.01, ge=0, le=1)  # on the Wilson upper bound
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    latency_factor: float = Field(default=1.5, gt=0)  # candidate p99 <= factor * legacy p99
+
+
+class PromotionConfig(_Frozen):
+    """Progressive promotion: step the canary percent up while ready."""
+
+    steps: tuple[float, ...] = (1, 5, 25, 50, 100)
+    interval_s: float = Field(default=600, gt=0)
+
+
+_PARTITION_RE = re.compile(r"^(path|header|query|cookie|arg|key):[A-Za-z0-9_\-]+$")
+
+
+class RouteConfig(_Frozen):
+    name: str = Field(pattern=rf"^{_IDENT}$")
+    path: str
+    methods: tuple[str, ...] = ("GET", "HEAD")
+    headers: dict[str, str] = Field(default_factory=dict)  # header match (exact value)
+    legacy: str | None = None  # upstream name; default: proxy.default_upstream
+    target: str | None = None
+    rewrite: str | None = None  # target path template, e.g. /v1/ratings/{id}
+    mode: Mode = Mode.LEGACY
+    percent: float = Field(default=0, ge=0, le=100)
+    partition_key: str | None = None  # path:id, header:X-Customer-Id, query:q, cookie:sid
+    fallback: bool = False  # safe methods fall back to legacy when the target fails
+    reverse_shadow: bool = False  # in extracted, mirror to legacy and compare
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    shadow_writes: Literal["never", "dry-run"] = "never"
+    compare: CompareConfig | None = None
+    guardrails: GuardrailConfig | None = None
+    readiness: ReadinessConfig | None = None
+    promotion: PromotionConfig | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        for seg in v.split("/")[1:]:
+            if "{" in seg or "}" in seg:
+                if not re.fullmatch(r"\{[A-Za-z_][A-Za-z0-9_]*\}|\{\*[A-Za-z_][A-Za-z0-9_]*\}", seg):
+                    raise ValueError(f"segment {seg!r}: a variable is a whole segment like {{id}} or {{*rest}}")
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+        out = tuple(m.upper() for m in v)
+        bad = [m for m in out if m not in allowed]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}; allowed: {sorted(allowed)}")
+        if not out:
+            raise ValueError("at least one method")
+        return out
+
+    @field_validator("partition_key")
+    @classmethod
+    def _partition(cls, v: str | None) -> str | None:
+        if v is not None and not _PARTITION_RE.match(v):
+            raise ValueError("must be path:NAME, header:NAME, query:NAME or cookie:NAME")
+        return v
+
+    @model_validator(mode="after")
+    def _target_needed(self) -> RouteConfig:
+        if self.mode != Mode.LEGACY and not self.target:
+            raise ValueError(f"mode {self.mode.value!r} needs a 'target' upstream")
+        if self.partition_key and self.partition_key.startswith("path:"):
+            var = self.partition_key.split(":", 1)[1]
+            if "{" + var + "}" not in self.path:
+                raise ValueError(f"partition_key {self.partition_key!r}: the path has no {{{var}}}")
+        return self
+
+
+class GraphQLBackend(_Frozen):
+    upstream: str
+    path: str = "/graphql"
+    sdl_file: str | None = None  # for backends that cannot be asked for _service { sdl }
+
+
+class FieldConfig(_Frozen):
+    target: str  # backend name
+    mode: Mode = Mode.LEGACY
+    percent: float = Field(default=0, ge=0, le=100)
+    partition_key: str | None = None  # key:id (entity key), arg:id, header:X-Customer-Id
+    reverse_shadow: bool = False
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    compare: CompareConfig | None = None
+    guardrails: GuardrailConfig | None = None
+    readiness: ReadinessConfig | None = None
+
+    @field_validator("partition_key")
+    @classmethod
+    def _partition(cls, v: str | None) -> str | None:
+        if v is not None and not _PARTITION_RE.match(v):
+            raise ValueError("must be key:NAME, arg:NAME or header:NAME")
+        return v
+
+
+class GraphQLConfig(_Frozen):
+    enabled: bool = False
+    path: str = "/graphql"
+    legacy_backend: str = "legacy"
+    backends: dict[str, GraphQLBackend] = Field(default_factory=dict)
+    fields: dict[str, FieldConfig] = Field(default_factory=dict)  # "Type.field" -> ownership
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, v: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r}: a field is named Type.field")
+        return v
+
+
+class ShadowSettings(_Frozen):
+    queue_size: int = Field(default=DEFAULT_SHADOW_QUEUE, ge=1)
+    workers: int = Field(default=DEFAULT_SHADOW_WORKERS, ge=1)
+    timeout_s: float = Field(default=DEFAULT_SHADOW_TIMEOUT_S, gt=0)
+    body_limit: int = Field(default=DEFAULT_SHADOW_BODY_LIMIT, ge=0)
+
+
+class StoreSettings(_Frozen):
+    url: str | None = None  # default: databases.database_url("control")
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=0.5, gt=0)
+    body_limit: int = Field(default=16 * 1024, ge=0)  # stored sample bodies are truncated
+    samples_per_path: int = Field(default=20, ge=0)
+    retention_days: float = Field(default=14, gt=0)
+    bucket_s: int = Field(default=60, ge=1)
+
+
+class StranglerConfig(_Frozen):
+    version: Literal[1] = 1
+    proxy: ProxySettings = ProxySettings()
+    upstreams: dict[str, UpstreamConfig]
+    databases: dict[str, str] = Field(default_factory=dict)  # name -> URL (see databases.py)
+    shadow: ShadowSettings = ShadowSettings()
+    store: StoreSettings = StoreSettings()
+    compare: CompareConfig = CompareConfig()
+    guardrails: GuardrailConfig = GuardrailConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
+    routes: tuple[RouteConfig, ...] = ()
+    graphql: GraphQLConfig = GraphQLConfig()
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> StranglerConfig:
+        # load_config_text checks references itself, to point at their lines.
+        if not (info.context or {}).get("defer_references"):
+            problems = self.reference_problems()
+            if problems:
+                raise ValueError("; ".join(f"{_field_name(loc)}: {msg}" for loc, msg in problems))
+        return self
+
+    def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """Names that point at nothing: upstreams, backends, duplicate routes."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        known = sorted(self.upstreams)
+        if self.proxy.default_upstream not in self.upstreams:
+            problems.append(
+                (("proxy", "default_upstream"), f"{self.proxy.default_upstream!r} is not an upstream (known: {known})")
+            )
+        seen: set[str] = set()
+        for i, r in enumerate(self.routes):
+            if r.name in seen:
+                problems.append((("routes", i, "name"), f"{r.name!r} is used by an earlier route"))
+            seen.add(r.name)
+            for label, up in (("legacy", r.legacy), ("target", r.target)):
+                if up is not None and up not in self.upstreams:
+                    problems.append((("routes", i, label), f"{up!r} is not an upstream (known: {known})"))
+        for name, b in self.graphql.backends.items():
+            if b.upstream not in self.upstreams:
+                problems.append((("graphql", "backends", name, "upstream"), f"{b.upstream!r} is not an upstream"))
+        for fname, f in self.graphql.fields.items():
+            if f.target not in self.graphql.backends:
+                problems.append(
+                    (
+                        ("graphql", "fields", fname, "target"),
+                        f"{f.target!r} is not a graphql backend (known: {sorted(self.graphql.backends)})",
+                    )
+                )
+        return problems
+
+    def route(self, name: str) -> RouteConfig | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+    def admin_tokens(self) -> dict[str, str]:
+        """Configured tokens plus ``STRANGLER_ADMIN_TOKEN`` (named ``env``)."""
+        tokens = dict(self.proxy.admin_tokens)
+        env = os.environ.get(ADMIN_TOKEN_ENV)
+        if env:
+            tokens["env"] = env
+        return tokens
+
+    def compare_for(self, route: RouteConfig | FieldConfig) -> CompareConfig:
+        return self.compare.merged(route.compare)
+
+    def guardrails_for(self, route: RouteConfig | FieldConfig) -> GuardrailConfig:
+        return route.guardrails or self.guardrails
+
+    def readiness_for(self, route: RouteConfig | FieldConfig) -> ReadinessConfig:
+        return route.readiness or self.readiness
+
+
+# ------------------------------------------------------------ YAML loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _compose_lines(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            lines[path + (key,)] = k.start_mark.line + 1
+            _compose_lines(v, path + (key,), lines)
+            lines[path + (key,)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _compose_lines(item, path + (i,), lines)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def load_config_text(text: str, *, file: str = "<string>") -> StranglerConfig:
+    """Parse and validate YAML text; raise :class:`ConfigErrors` naming every problem."""
+    try:
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigErrors(
+            [ConfigError(f"not valid YAML: {exc.problem or exc}", file=file, line=mark.line + 1 if mark else None)]
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigErrors([ConfigError(f"not valid YAML: {exc}", file=file)]) from exc
+    if node is None:
+        raise ConfigErrors([ConfigError("the file is empty; it needs at least 'upstreams:'", file=file)])
+    lines: dict[tuple[Any, ...], int] = {}
+    _compose_lines(node, (), lines)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigErrors([ConfigError("the top level must be a mapping", file=file, line=1)])
+    try:
+        config = StranglerConfig.model_validate(data, context={"defer_references": True})
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field (check its spelling; see docs/config.md)"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            elif err["type"] == "enum":
+                msg = f"{msg}; got {err.get('input')!r}"
+            errors.append(ConfigError(msg, file=file, line=_line_for(loc, lines), field=_field_name(loc)))
+        raise ConfigErrors(errors) from exc
+    problems = config.reference_problems()
+    if problems:
+        raise ConfigErrors(
+            [ConfigError(msg, file=file, line=_line_for(loc, lines), field=_field_name(loc)) for loc, msg in problems]
+        )
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> StranglerConfig:
+    """Read ``strangler.yaml``; every problem raises :class:`ConfigErrors`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(f"cannot read: {exc.strerror}", file=str(p))]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors([ConfigError("not UTF-8 text", file=str(p))]) from exc
+    return load_config_text(text, file=str(p))

@@ -1,0 +1,69 @@
+"""Where each database of the project lives, and how engines are made.
+
+Every database has a short name (``monolith``, ``control``, ``ratings``,
+``credits``, ``images``). Its URL is, first match wins:
+
+1. the environment variable ``STRANGLER_<NAME>_DATABASE_URL``;
+2. the value passed in (from ``strangler.yaml``'s ``databases:`` section);
+3. ``STRANGLER_DATABASE_URL`` with the name appended as the database name
+   (one PostgreSQL server, one database per name) -- e.g.
+   ``postgresql+asyncpg://postgres@127.0.0.1:5432/`` gives ``.../monolith``;
+4. the embedded default: a SQLite file ``<data dir>/<name>.sqlite3``, where the
+   data dir is ``STRANGLER_DATA_DIR`` or ``./data``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+DATABASE_NAMES = ("monolith", "control", "ratings", "credits", "images")
+DEFAULT_DATA_DIR = "data"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("STRANGLER_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def database_url(name: str, configured: str | None = None) -> str:
+    """The SQLAlchemy async URL of database ``name`` (see the module docstring)."""
+    env = os.environ.get(f"STRANGLER_{name.upper()}_DATABASE_URL")
+    if env:
+        return env
+    if configured:
+        return configured
+    base = os.environ.get("STRANGLER_DATABASE_URL")
+    if base:
+        return str(make_url(base).set(database=name))
+    path = data_dir() / f"{name}.sqlite3"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, **kwargs: object) -> AsyncEngine:
+    """An async engine; SQLite files get their directory, WAL and foreign keys."""
+    if is_sqlite(url):
+        db = make_url(url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **kwargs)  # type: ignore[arg-type]
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,94 @@
+"""The one exception tree of strangler.
+
+    StranglerError
+    ├── ConfigError            a strangler.yaml (or setting) is invalid; names file, line, field
+    ├── FlipError              a flip was refused (unknown route, bad mode/percent)
+    ├── UpstreamError          an upstream could not answer; carries ``upstream=``
+    │   ├── UpstreamConnectError   refused / reset / DNS            -> 502
+    │   └── UpstreamTimeout        no answer in time                 -> 504
+    ├── StoreError             the state/results database failed
+    └── GraphQLGatewayError    composition or planning failed
+
+Library errors (aiohttp, SQLAlchemy, pydantic, yaml) are translated at the
+boundary with ``raise ... from exc`` so callers only ever catch these.
+"""
+
+from __future__ import annotations
+
+
+class StranglerError(Exception):
+    """Root of every error strangler raises on purpose."""
+
+
+class ConfigError(StranglerError):
+    """A configuration file or setting is invalid.
+
+    >>> str(ConfigError("mode must be one of legacy, shadow", file="s.yaml", line=12, field="routes[0].mode"))
+    's.yaml:12: routes[0].mode: mode must be one of legacy, shadow'
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.field = field
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        elif self.line:
+            where = f"line {self.line}: "
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}{field}{self.message}"
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found in one file; the file is refused whole."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors), file=errors[0].file if errors else None)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class FlipError(StranglerError):
+    """A flip was refused; nothing changed."""
+
+    def __init__(self, message: str, *, route: str | None = None) -> None:
+        self.route = route
+        super().__init__(f"{route}: {message}" if route else message)
+
+
+class UpstreamError(StranglerError):
+    """An upstream did not produce a response."""
+
+    def __init__(self, message: str, *, upstream: str) -> None:
+        self.upstream = upstream
+        super().__init__(f"upstream {upstream!r}: {message}")
+
+
+class UpstreamConnectError(UpstreamError):
+    """Connection refused, reset or otherwise broken (answered as 502)."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time (answered as 504)."""
+
+
+class StoreError(StranglerError):
+    """The state or results database failed."""
+
+
+class GraphQLGatewayError(StranglerError):
+    """Schema composition or query planning failed."""
