@@ -38,7 +38,9 @@ DEFAULT_SHADOW_TIMEOUT_S = 5.0
 DEFAULT_SHADOW_BODY_LIMIT = 1024 * 1024
 ADMIN_TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
 
-_IDENT = r"[A-Za-z0-9_.\-]+"
+# Route names never contain a dot, so they cannot be confused with GraphQL
+# fields ("Type.field") in flips, the state store and reports.
+_ROUTE_NAME = r"[a-z0-9][a-z0-9_\-]*"
 
 
 class Mode(str, Enum):
@@ -147,7 +149,7 @@ _PARTITION_RE = re.compile(r"^(path|header|query|cookie|arg|key):[A-Za-z0-9_\-]+
 
 
 class RouteConfig(_Frozen):
-    name: str = Field(pattern=rf"^{_IDENT}$")
+    name: str = Field(pattern=rf"^{_ROUTE_NAME}$")
     path: str
     methods: tuple[str, ...] = ("GET", "HEAD")
     headers: dict[str, str] = Field(default_factory=dict)  # header match (exact value)
