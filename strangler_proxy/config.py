@@ -101,6 +101,17 @@ class CompareConfig(_Frozen):
     redact_paths: tuple[str, ...] = ()  # JSON paths whose values never reach the store
     noise_sample_rate: float | None = Field(default=None, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> CompareConfig:
+        # Bad JSON paths are refused when the file loads, not at the first compare.
+        from strangler_proxy.rules import validate_rules  # rules imports this module
+
+        try:
+            validate_rules(self)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from exc
+        return self
+
     def merged(self, over: CompareConfig | None) -> CompareConfig:
         if over is None:
             return self

@@ -7,7 +7,10 @@
     │   ├── UpstreamConnectError   refused / reset / DNS            -> 502
     │   └── UpstreamTimeout        no answer in time                 -> 504
     ├── StoreError             the state/results database failed
-    └── GraphQLGatewayError    composition or planning failed
+    ├── GraphQLGatewayError    composition or planning failed
+    ├── ServiceError           an extracted service refused a request; carries status and code
+    ├── DataMoveError          a backfill, verify or sync run failed; carries ``service=``
+    └── NoiseModelError        a saved learned-noise model cannot be read (relearn)
 
 Library errors (aiohttp, SQLAlchemy, pydantic, yaml) are translated at the
 boundary with ``raise ... from exc`` so callers only ever catch these.
@@ -92,3 +95,29 @@ class StoreError(StranglerError):
 
 class GraphQLGatewayError(StranglerError):
     """Schema composition or query planning failed."""
+
+
+class ServiceError(StranglerError):
+    """An extracted service refused a request (answered as JSON with ``status``).
+
+    >>> ServiceError(404, "not_found", "no title tt9").status
+    404
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")
+
+
+class DataMoveError(StranglerError):
+    """A backfill, verify or sync run failed; the cursor stays where it was."""
+
+    def __init__(self, message: str, *, service: str) -> None:
+        self.service = service
+        super().__init__(f"{service}: {message}")
+
+
+class NoiseModelError(StranglerError):
+    """A persisted learned-noise model could not be read; discard it and relearn."""

@@ -34,6 +34,8 @@ def test_good_config_loads() -> None:
          "s.yaml:7: routes[0].target: 'nope' is not an upstream"),
         ("upstreams:\n  legacy: {url: 'ftp://x'}\n", "s.yaml:2: upstreams.legacy.url: must be an http"),
         ("upstreams: [\n", "s.yaml:2: not valid YAML"),
+        ("upstreams:\n  legacy: {url: 'http://x'}\ncompare:\n  ignore: [foo]\n",
+         "s.yaml:3: compare: path 'foo' must start with '$'"),
         ("", "the file is empty"),
         ("upstreams:\n  legacy: {url: 'http://x'}\nroutes:\n  - name: a\n    path: /a/{id}\n    partition_key: path:nope\n    mode: canary\n    target: legacy\n",
          "routes[0]: partition_key 'path:nope': the path has no {nope}"),

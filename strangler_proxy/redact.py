@@ -1,0 +1,122 @@
+"""Secrets never leave the comparator in clear.
+
+Sample bodies, the values carried by differences and the headers kept in
+``ShadowResult.extra`` pass through here. JSON members at or under a
+``redact_paths`` pattern become ``"[REDACTED]"``; Authorization, Cookie,
+Set-Cookie, Proxy-Authorization and every ``redact_headers`` name are blanked.
+
+Matching walks the value with the set of live pattern states (a tiny NFA), so
+a subtree no pattern can reach is returned untouched without being copied.
+
+    >>> from strangler_proxy.config import CompareConfig
+    >>> from strangler_proxy.rules import compile_rules
+    >>> r = compile_rules(CompareConfig(redact_paths=("$..token",)))
+    >>> redact_value({"a": {"token": "s3cret", "n": 1}}, (), r)
+    {'a': {'token': '[REDACTED]', 'n': 1}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from strangler_proxy.lifter import Form, Lifted
+from strangler_proxy.rules import DESCEND, CompiledRules, Path, Pattern, Segment, seg_matches
+
+REDACTED = "[REDACTED]"
+# What a non-JSON sample becomes when redact_paths are configured: its
+# secrets cannot be located, so none of it is kept.
+OPAQUE_SAMPLE = b"[REDACTED: body is not JSON and compare.redact_paths is set]"
+
+_State = frozenset[tuple[int, int]]
+
+
+def _advance(pats: tuple[Pattern, ...], states: _State, seg: Segment) -> _State:
+    out: set[tuple[int, int]] = set()
+    for pi, pos in states:
+        p = pats[pi][pos]
+        if p is DESCEND:
+            out.add((pi, pos))  # ".." swallows this segment...
+            if seg_matches(pats[pi][pos + 1], seg):
+                out.add((pi, pos + 2))  # ...or the member after it matches now
+        elif seg_matches(p, seg):
+            out.add((pi, pos + 1))
+    return frozenset(out)
+
+
+def _complete(pats: tuple[Pattern, ...], states: _State) -> bool:
+    return any(pos == len(pats[pi]) for pi, pos in states)
+
+
+def redact_value(value: Any, base: Path, rules: CompiledRules) -> Any:
+    """``value`` found at ``base`` with every redacted member replaced.
+    Returns the very same object when nothing needed redacting."""
+    pats = rules.redact_paths
+    if not pats:
+        return value
+    states: _State = frozenset((i, 0) for i in range(len(pats)))
+    for seg in base:
+        if _complete(pats, states):
+            return REDACTED
+        states = _advance(pats, states, seg)
+        if not states:
+            return value
+    return _walk(value, pats, states)
+
+
+def _walk(value: Any, pats: tuple[Pattern, ...], states: _State) -> Any:
+    if _complete(pats, states):
+        return REDACTED
+    t = type(value)
+    if t is dict:
+        out: dict[str, Any] | None = None
+        for k, v in value.items():
+            sub = _advance(pats, states, k)
+            if not sub:
+                continue
+            nv = _walk(v, pats, sub)
+            if nv is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = nv
+        return value if out is None else out
+    if t is list:
+        new: list[Any] | None = None
+        for i, v in enumerate(value):
+            sub = _advance(pats, states, i)
+            if not sub:
+                continue
+            nv = _walk(v, pats, sub)
+            if nv is not v:
+                if new is None:
+                    new = list(value)
+                new[i] = nv
+        return value if new is None else new
+    return value
+
+
+def redact_headers(headers: tuple[tuple[str, str], ...], rules: CompiledRules) -> list[list[str]]:
+    """Headers as ``[name, value]`` pairs with the secret ones blanked."""
+    secret = rules.redact_headers
+    return [[k, REDACTED if k.lower() in secret else v] for k, v in headers]
+
+
+def redact_header_value(name: str, value: Any, rules: CompiledRules) -> Any:
+    return REDACTED if value is not None and name.lower() in rules.redact_headers else value
+
+
+def body_sample(lifted: Lifted, rules: CompiledRules, limit: int) -> tuple[bytes | None, bool]:
+    """A redacted sample of a body, cut to ``limit`` bytes, and whether it was cut."""
+    raw = lifted.raw
+    if not raw:
+        return None, False
+    if rules.redact_paths:
+        if lifted.form is not Form.JSON:
+            return OPAQUE_SAMPLE, False
+        red = redact_value(lifted.value, (), rules)
+        if red is not lifted.value:
+            raw = orjson.dumps(red)
+    if len(raw) > limit:
+        return raw[:limit], True
+    return raw, False

@@ -1,0 +1,103 @@
+"""One report, built once from the store, rendered three ways (text, JSON, HTML).
+
+    report = await build_report(engine, config)           # every key with results
+    report = await build_report(engine, config, ["ratings", "graphql:Title.rating"])
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from strangler_proxy.config import Mode, StranglerConfig
+from strangler_proxy.errors import StoreError
+from strangler_proxy.readiness import Readiness, evaluate, rules_for_key
+from strangler_proxy.store.keys import KeyKind, configured_for_key, configured_keys, key_kind
+from strangler_proxy.store.queries import (
+    DEFAULT_SAMPLES_PER_KEY,
+    KeySummary,
+    ResultsReader,
+    StoredSample,
+    empty_summary,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReport:
+    """One route or field: its aggregates, readiness and a few examples."""
+
+    key: str
+    kind: KeyKind
+    summary: KeySummary
+    readiness: Readiness
+    samples: tuple[StoredSample, ...]
+
+    def p(self, side: str, q: float) -> float | None:
+        hist = self.summary.legacy_latency if side == "legacy" else self.summary.candidate_latency
+        return hist.quantile(q)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    generated_at: float
+    database: str  # URL without password
+    keys: tuple[KeyReport, ...]
+
+    @property
+    def empty(self) -> bool:
+        """No results stored for any key in the report."""
+        return all(k.summary.counts.total == 0 for k in self.keys)
+
+    def key(self, name: str) -> KeyReport | None:
+        return next((k for k in self.keys if k.key == name), None)
+
+
+def safe_url(url: str) -> str:
+    """A database URL fit for a report: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 -- any unparsable URL is simply not shown
+        return "(unparsable URL)"
+
+
+def _shadowed(config: StranglerConfig | None, key: str) -> bool:
+    target = configured_for_key(config, key)
+    return target is not None and target.mode is not Mode.LEGACY
+
+
+async def build_report(
+    engine: AsyncEngine,
+    config: StranglerConfig | None,
+    keys: list[str] | None = None,
+    *,
+    database: str = "",
+    samples_per_key: int = DEFAULT_SAMPLES_PER_KEY,
+) -> Report:
+    """Read the store and judge readiness. Without ``keys``: every key with
+    results plus every configured route or field that is not in legacy mode
+    (so one that gets no traffic shows up as insufficient samples)."""
+    reader = ResultsReader(engine)
+    if not await reader.has_tables():
+        raise StoreError(f"the results store at {database or 'the database'} has no tables; run `strangler db upgrade`")
+    summaries = {s.key: s for s in await reader.summaries(keys)}
+    if keys is None:
+        names = sorted(set(summaries) | {k for k in configured_keys(config) if _shadowed(config, k)})
+    else:
+        names = list(dict.fromkeys(keys))
+    # Routes first, then GraphQL fields; alphabetical within each.
+    names.sort(key=lambda k: (key_kind(k) != "route", k))
+    out = []
+    for name in names:
+        summary = summaries.get(name) or empty_summary(name)
+        readiness = evaluate(
+            summary.counts,
+            summary.legacy_latency.quantile(0.99),
+            summary.candidate_latency.quantile(0.99),
+            rules_for_key(config, name),
+        )
+        samples = await reader.samples(name, samples_per_key) if summary.counts.total else []
+        out.append(KeyReport(name, key_kind(name), summary, readiness, tuple(samples)))
+    return Report(generated_at=time.time(), database=database, keys=tuple(out))

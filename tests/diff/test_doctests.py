@@ -1,0 +1,16 @@
+"""The examples in the diff engine's docstrings are true."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+from strangler_proxy import comparator, differ, jsonpath, lifter, noise, redact, rules
+
+
+@pytest.mark.parametrize("module", [comparator, differ, jsonpath, lifter, noise, redact, rules], ids=lambda m: m.__name__)
+def test_docstring_examples(module: ModuleType) -> None:
+    failed, attempted = doctest.testmod(module)
+    assert attempted > 0 and failed == 0

@@ -1,0 +1,50 @@
+"""Shadow results and migrated stores for the store and report tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from strangler_proxy import migrate
+from strangler_proxy.result import Difference, DiffKind, ShadowResult, Verdict
+
+BASE_T = 1_700_000_000.0  # a fixed bucket-aligned instant (multiple of 60)
+
+
+def result(
+    key: str = "ratings",
+    verdict: Verdict = Verdict.MATCH,
+    at: float = BASE_T,
+    *,
+    legacy_s: float | None = 0.010,
+    candidate_s: float | None = 0.012,
+    diffs: tuple[tuple[str, Any, Any], ...] = (),
+    noise: tuple[str, ...] = (),
+    legacy_body: bytes | None = None,
+    candidate_body: bytes | None = None,
+    extra: dict[str, Any] | None = None,
+    kind: DiffKind = DiffKind.VALUE,
+) -> ShadowResult:
+    return ShadowResult(
+        key=key,
+        mode="shadow",
+        verdict=verdict,
+        at=at,
+        legacy_status=200,
+        candidate_status=500 if verdict is Verdict.CANDIDATE_ERROR else 200,
+        legacy_latency_s=legacy_s,
+        candidate_latency_s=candidate_s,
+        differences=tuple(Difference(kind, p, a, b) for p, a, b in diffs),
+        noise=tuple(Difference(DiffKind.VALUE, p, 1, 2) for p in noise),
+        method="GET",
+        target=f"/api/{key}",
+        legacy_body=legacy_body,
+        candidate_body=candidate_body,
+        extra=extra or {},
+    )
+
+
+async def migrated_sqlite(tmp_path: Path, name: str = "control") -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / (name + '.sqlite3')}"
+    await migrate.upgrade("results", url)
+    return url
