@@ -1,11 +1,138 @@
-"""`strangler db upgrade|downgrade` and `strangler seed`."""
+"""`strangler db upgrade|downgrade` and `strangler seed`.
+
+Database URLs follow :func:`strangler_proxy.databases.database_url`: the
+environment first, then ``databases:`` in strangler.yaml (when the file
+exists), then the embedded SQLite default.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.engine import make_url
+
+from strangler_proxy import migrate
+from strangler_proxy.config import load_config
+from strangler_proxy.databases import database_url
+from strangler_proxy.errors import StranglerError
+
+DEFAULT_CONFIG = "strangler.yaml"
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    DEFAULT_CONFIG, "--config", "-c", help="strangler.yaml to read databases: from (if it exists)"
+)
+
+
+def configured_url(name: str, config: str = DEFAULT_CONFIG) -> str:
+    """The URL of database ``name``, honouring ``databases:`` in ``config`` if present."""
+    path = Path(config)
+    configured = load_config(path).databases.get(name) if path.is_file() else None
+    return database_url(name, configured)
+
+
+def shown_url(url: str) -> str:
+    """A URL safe to print (password hidden)."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _fail(exc: StranglerError) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
     db = typer.Typer(help="Database migrations of every database the project knows.", no_args_is_help=True)
     app.add_typer(db, name="db")
-    # Commands are added by the monolith work (issue 2) and later issues.
+
+    @db.command("upgrade")
+    def upgrade(
+        database: list[str] = typer.Option(None, "--database", "-d", help="Only this database (repeatable)"),
+        revision: str = typer.Option("head", help="Target revision"),
+        config: str = ConfigOption,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    ) -> None:
+        """Run the migrations of every known database (or only --database)."""
+        names = database or list(migrate.known_databases())
+        done: list[dict[str, str]] = []
+        try:
+            for name in names:
+                url = configured_url(name, config)
+                asyncio.run(migrate.upgrade(name, url, revision))
+                done.append({"database": name, "url": shown_url(url), "revision": revision})
+        except StranglerError as exc:
+            raise _fail(exc) from exc
+        if as_json:
+            typer.echo(json.dumps(done))
+            return
+        table = Table("database", "url", "now at")
+        for row in done:
+            table.add_row(row["database"], row["url"], row["revision"])
+        console.print(table)
+
+    @db.command("downgrade")
+    def downgrade(
+        name: str = typer.Argument(..., help=f"Database name: {', '.join(migrate.known_databases())}"),
+        revision: str = typer.Argument(..., help="Target revision, e.g. 0001, -1 or base"),
+        config: str = ConfigOption,
+    ) -> None:
+        """Take one database down to REVISION."""
+        try:
+            url = configured_url(name, config)
+            asyncio.run(migrate.downgrade(name, url, revision))
+        except StranglerError as exc:
+            raise _fail(exc) from exc
+        console.print(f"{name} ({shown_url(url)}) is now at {revision}")
+
+    @app.command("seed")
+    def seed(
+        titles: int = typer.Option(2_000, "--titles", "-n", min=1, max=10_000_000, help="How many titles"),
+        seed_value: int = typer.Option(42, "--seed", "-s", help="Random seed: the same seed, the same catalogue"),
+        replace: bool = typer.Option(False, "--replace", help="Delete an existing catalogue first"),
+        if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing if the catalogue has titles"),
+        config: str = ConfigOption,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    ) -> None:
+        """Fill the monolith database with a deterministic, realistic catalogue."""
+        from legacy_monolith.seed import SeedPlan, seed_database
+
+        plan = SeedPlan(titles=titles, seed=seed_value)
+        try:
+            url = configured_url("monolith", config)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                disable=as_json,
+            ) as bar:
+                task = bar.add_task("seeding titles", total=titles)
+
+                def advance(table: str, rows: int) -> None:
+                    if table == "titles":
+                        bar.advance(task, rows)
+
+                stats = asyncio.run(seed_database(url, plan, replace=replace, if_empty=if_empty, progress=advance))
+        except StranglerError as exc:
+            raise _fail(exc) from exc
+        if as_json:
+            rows = stats.rows if stats else {}
+            typer.echo(json.dumps({"url": shown_url(url), "seeded": stats is not None, "rows": rows}))
+            return
+        if stats is None:
+            console.print(f"{shown_url(url)} already has a catalogue; left as is")
+            return
+        console.print(f"seeded {shown_url(url)} with seed {seed_value}")
+        table = Table("table", "rows")
+        for name, count in stats.rows.items():
+            table.add_row(name, f"{count:,}")
+        console.print(table)

@@ -1,9 +1,177 @@
-"""`strangler up`, `strangler monolith`, `strangler proxy`, `strangler service`."""
+"""`strangler up` (the whole local stack) and `strangler monolith`.
+
+``up`` runs a list of :class:`Component` s in one asyncio loop: each is
+started in order (its ``start`` returns the URL it serves), the URLs are
+printed, and on Ctrl-C (or SIGTERM) they are stopped in reverse order. A
+component that fails to start stops the ones already running. To add a part
+of the stack, append a component in :func:`stack_components`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from strangler_proxy.cli.db_commands import DEFAULT_CONFIG, ConfigOption, configured_url, err_console, shown_url
+from strangler_proxy.errors import StranglerError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MONOLITH_PORT = 8001
+DEFAULT_UP_TITLES = 2_000
+DEFAULT_UP_SEED = 42
+
+console = Console()
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One part of the running stack.
+
+    >>> async def start() -> str: return "http://127.0.0.1:1"
+    >>> async def stop() -> None: pass
+    >>> Component("demo", start, stop).name
+    'demo'
+    """
+
+    name: str
+    start: Callable[[], Awaitable[str]]  # returns the URL it serves
+    stop: Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StackOptions:
+    """What ``strangler up`` was asked for."""
+
+    host: str = DEFAULT_HOST
+    monolith_port: int = DEFAULT_MONOLITH_PORT
+    titles: int = DEFAULT_UP_TITLES
+    seed: int = DEFAULT_UP_SEED
+    config: str = DEFAULT_CONFIG
+
+
+def monolith_component(database_url: str, *, host: str, port: int, titles: int | None, seed: int) -> Component:
+    """The legacy monolith: migrated, seeded when empty (if ``titles``), served."""
+    from legacy_monolith.seed import SeedPlan, seed_database
+    from legacy_monolith.server import MonolithServer
+
+    server = MonolithServer(database_url, host=host, port=port)
+
+    async def start() -> str:
+        if titles:
+            await seed_database(database_url, SeedPlan(titles=titles, seed=seed), if_empty=True)
+        else:
+            from strangler_proxy import migrate
+
+            await migrate.upgrade("monolith", database_url)
+        return await server.start()
+
+    return Component("monolith", start, server.stop)
+
+
+def stack_components(options: StackOptions) -> list[Component]:
+    """Everything ``strangler up`` runs, in start order."""
+    return [
+        monolith_component(
+            configured_url("monolith", options.config),
+            host=options.host,
+            port=options.monolith_port,
+            titles=options.titles,
+            seed=options.seed,
+        ),
+    ]
+
+
+async def run_stack(
+    components: list[Component],
+    stop: asyncio.Event,
+    on_ready: Callable[[list[tuple[str, str]]], None] | None = None,
+) -> list[tuple[str, str]]:
+    """Start ``components`` in order, wait for ``stop``, stop them in reverse.
+
+    Returns ``(name, url)`` of every component that was started.
+    """
+    started: list[tuple[Component, str]] = []
+    try:
+        for component in components:
+            url = await component.start()
+            started.append((component, url))
+        if on_ready is not None:
+            on_ready([(c.name, url) for c, url in started])
+        await stop.wait()
+    finally:
+        for component, _url in reversed(started):
+            try:
+                await component.stop()
+            except Exception as exc:  # keep stopping the others
+                err_console.print(f"[yellow]warning:[/yellow] stopping {component.name} failed: {exc}")
+    return [(c.name, url) for c, url in started]
+
+
+def _print_urls(rows: list[tuple[str, str]]) -> None:
+    table = Table("component", "url")
+    for name, url in rows:
+        table.add_row(name, url)
+    console.print(table)
+    console.print("Ctrl-C stops everything.")
+
+
+async def _serve_until_signal(components: list[Component]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_stack(components, stop, _print_urls)
+
+
+def _run(components: list[Component]) -> None:
+    try:
+        asyncio.run(_serve_until_signal(components))
+    except StranglerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    except OSError as exc:  # e.g. the port is taken
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    console.print("stopped")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("up")
+    def up(
+        host: str = typer.Option(DEFAULT_HOST, help="Interface every component listens on"),
+        monolith_port: int = typer.Option(DEFAULT_MONOLITH_PORT, help="Port of the legacy monolith"),
+        titles: int = typer.Option(
+            DEFAULT_UP_TITLES, min=0, help="Titles to seed when the catalogue is empty (0: none)"
+        ),
+        seed: int = typer.Option(DEFAULT_UP_SEED, help="Seed of the generated catalogue"),
+        config: str = ConfigOption,
+    ) -> None:
+        """Start the whole local stack (migrated, seeded if empty) until Ctrl-C."""
+        options = StackOptions(host=host, monolith_port=monolith_port, titles=titles, seed=seed, config=config)
+        try:
+            components = stack_components(options)
+        except StranglerError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(code=1) from exc
+        _run(components)
+
+    @app.command("monolith")
+    def monolith(
+        port: int = typer.Option(DEFAULT_MONOLITH_PORT, "--port", "-p", help="Port to listen on"),
+        host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface to listen on"),
+        config: str = ConfigOption,
+    ) -> None:
+        """Serve the legacy monolith (its database is migrated first, not seeded)."""
+        try:
+            url = configured_url("monolith", config)
+        except StranglerError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(code=1) from exc
+        console.print(f"monolith database: {shown_url(url)}")
+        _run([monolith_component(url, host=host, port=port, titles=None, seed=DEFAULT_UP_SEED)])
