@@ -1,0 +1,302 @@
+"""The executor: runs a :class:`~.planner.Plan` against the backends and merges the answers.
+
+Root fetches run in parallel (a mutation's in order); then, level by level,
+every entity fetch whose parents have arrived: the fetches of one level that go
+to one backend share one HTTP request (``e0: _entities(...) e1: _entities(...)``),
+and each fetch sends every distinct entity once. A backend that cannot be
+reached leaves its fields null with an error at each of their paths, so the
+client gets partial data, as the GraphQL spec says. Backend errors are moved
+to their paths in the merged answer.
+
+The merged answer still holds the planner's ``_gw_`` fields; :mod:`.shaping`
+turns it into the client's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from strangler_proxy.graphql.ownership import in_canary
+from strangler_proxy.graphql.planner import TYPENAME_ALIAS, Fetch, KeyFields, Path, Plan, Split
+
+JSON = dict[str, Any]
+ResponsePath = tuple[str | int, ...]
+DEFAULT_BACKEND_TIMEOUT_S = 30.0
+MAX_BATCH_DOCUMENTS = 2048  # cached batch documents (per distinct set of fetches)
+
+
+class BackendUnavailable(Exception):
+    """Internal: a backend gave no usable GraphQL answer (turned into errors, never raised out)."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"backend {backend!r} unavailable: {reason}")
+
+
+@dataclass(frozen=True)
+class BackendClient:
+    """Posts GraphQL documents to the backends (name -> URL of its /graphql)."""
+
+    session: aiohttp.ClientSession
+    urls: Mapping[str, str]
+    timeout_s: float = DEFAULT_BACKEND_TIMEOUT_S
+    forward_headers: tuple[str, ...] = ("authorization",)
+
+    async def query(self, backend: str, document: str, variables: Mapping[str, Any] | None,
+                    headers: Mapping[str, str] | None = None) -> JSON:
+        payload: JSON = {"query": document}
+        if variables:
+            payload["variables"] = variables
+        out_headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        for h in self.forward_headers:
+            if headers and h in headers:
+                out_headers[h] = headers[h]
+        try:
+            async with self.session.post(self.urls[backend], data=orjson.dumps(payload), headers=out_headers,
+                                         timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except asyncio.TimeoutError as exc:
+            raise BackendUnavailable(backend, "timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnavailable(backend, type(exc).__name__) from exc
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BackendUnavailable(backend, f"HTTP {status}, not JSON") from exc
+        if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
+            raise BackendUnavailable(backend, f"HTTP {status}, not a GraphQL response")
+        return body
+
+
+def backend_error(backend: str, reason: str, path: ResponsePath) -> JSON:
+    return {"message": f"backend {backend!r} unavailable: {reason}", "path": list(path),
+            "extensions": {"code": "BACKEND_UNAVAILABLE", "backend": backend}}
+
+
+def deep_merge(dst: JSON, src: Mapping[str, Any]) -> None:
+    for k, v in src.items():
+        cur = dst.get(k)
+        if isinstance(cur, dict) and isinstance(v, dict):
+            deep_merge(cur, v)
+        elif isinstance(cur, list) and isinstance(v, list) and len(cur) == len(v):
+            for i, (a, b) in enumerate(zip(cur, v, strict=True)):
+                if isinstance(a, dict) and isinstance(b, dict):
+                    deep_merge(a, b)
+                else:
+                    cur[i] = b
+        else:
+            dst[k] = v
+
+
+def _flatten(v: Any, p: ResponsePath, out: list[tuple[JSON, ResponsePath]]) -> None:
+    if isinstance(v, dict):
+        out.append((v, p))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _flatten(x, p + (i,), out)
+
+
+def collect(data: JSON, path: Path, type_filter: str | None) -> list[tuple[JSON, ResponsePath]]:
+    """The objects at ``path`` (lists flattened), with their concrete paths."""
+    items: list[tuple[JSON, ResponsePath]] = [(data, ())]
+    for key in path:
+        nxt: list[tuple[JSON, ResponsePath]] = []
+        for obj, p in items:
+            _flatten(obj.get(key), p + (key,), nxt)
+        items = nxt
+    if type_filter is not None:
+        items = [(o, p) for o, p in items if o.get(TYPENAME_ALIAS) == type_filter]
+    return items
+
+
+def partition_value(split_key: str | None, rep: Mapping[str, Any], variables: Mapping[str, Any],
+                    headers: Mapping[str, str]) -> str | None:
+    """The canary partition of one entity: ``key:NAME``, ``header:NAME`` or ``arg:NAME`` (a variable)."""
+    if split_key is None:
+        vals = [v for k, v in rep.items() if k != "__typename"]
+        return str(vals[0]) if vals else None
+    kind, name = split_key.split(":", 1)
+    if kind == "header":
+        return headers.get(name.lower())
+    if kind == "arg":
+        v = variables.get(name)
+        return None if v is None else str(v)
+    v = rep.get(name)
+    return None if v is None else str(v)
+
+
+@dataclass
+class EntityJob:
+    """One entity fetch of one level: its distinct representations and where each goes."""
+
+    fetch: Fetch
+    reps: list[JSON]
+    targets: list[list[tuple[JSON, ResponsePath]]]  # per representation: the objects it fills
+
+
+def entity_job(fetch: Fetch, data: JSON, variables: Mapping[str, Any], headers: Mapping[str, str]) -> EntityJob | None:
+    assert fetch.keys is not None
+    index: dict[bytes, int] = {}
+    job = EntityJob(fetch, [], [])
+    for obj, p in collect(data, fetch.path, fetch.type_filter):
+        rep = fetch.keys.representation(obj)
+        if rep is None:
+            continue
+        if fetch.split is not None and not on_side(fetch.split, rep, variables, headers):
+            continue
+        k = orjson.dumps(rep, option=orjson.OPT_SORT_KEYS)
+        i = index.get(k)
+        if i is None:
+            i = index[k] = len(job.reps)
+            job.reps.append(rep)
+            job.targets.append([])
+        job.targets[i].append((obj, p))
+    return job if job.reps else None
+
+
+def on_side(split: Split, rep: Mapping[str, Any], variables: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
+    part = partition_value(split.rule.partition_key, rep, variables, headers)
+    return in_canary(split.rule, part) == split.canary_side
+
+
+@dataclass
+class Executor:
+    """Runs plans; keeps the batch documents it has built (they depend only on the plan)."""
+
+    client: BackendClient
+    _batches: dict[tuple[int, ...], str] = field(default_factory=dict)
+
+    async def run(self, plan: Plan, variables: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[JSON, list[JSON]]:
+        data: JSON = {}
+        errors: list[JSON] = []
+        await self.run_roots(plan.roots, data, errors, variables, headers, sequential=plan.sequential)
+        await self.run_entities([c for f in plan.roots for c in f.children], data, errors, variables, headers)
+        return data, errors
+
+    async def run_roots(self, roots: Sequence[Fetch], data: JSON, errors: list[JSON], variables: Mapping[str, Any],
+                        headers: Mapping[str, str], *, sequential: bool = False) -> None:
+        if sequential or len(roots) == 1:
+            for f in roots:
+                await self._root(f, data, errors, variables, headers)
+        else:
+            await asyncio.gather(*(self._root(f, data, errors, variables, headers) for f in roots))
+
+    async def run_entities(self, level: Sequence[Fetch], data: JSON, errors: list[JSON],
+                           variables: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+        while level:
+            jobs = [j for j in (entity_job(f, data, variables, headers) for f in level) if j is not None]
+            by_backend: dict[str, list[EntityJob]] = {}
+            for j in jobs:
+                by_backend.setdefault(j.fetch.backend, []).append(j)
+            await asyncio.gather(*(self._batch(b, js, errors, variables, headers) for b, js in by_backend.items()))
+            level = [c for j in jobs for c in j.fetch.children]
+
+    async def _root(self, f: Fetch, data: JSON, errors: list[JSON], variables: Mapping[str, Any],
+                    headers: Mapping[str, str]) -> None:
+        try:
+            body = await self.client.query(f.backend, f.document, _subset(variables, f.variables), headers)
+        except BackendUnavailable as exc:
+            for rk in f.response_keys:
+                data.setdefault(rk, None)
+                errors.append(backend_error(f.backend, exc.reason, (rk,)))
+            return
+        got = body.get("data")
+        if isinstance(got, dict):
+            deep_merge(data, got)
+        else:
+            for rk in f.response_keys:
+                data.setdefault(rk, None)
+        for e in body.get("errors") or ():
+            if isinstance(e, dict):
+                errors.append(_without_locations(e))
+
+    def _batch_document(self, jobs: Sequence[EntityJob]) -> str:
+        ids = tuple(j.fetch.id for j in jobs)
+        doc = self._batches.get(ids)
+        if doc is None:
+            defs: dict[str, None] = {}
+            parts = []
+            for i, j in enumerate(jobs):
+                defs[f"$r{i}: [_Any!]!"] = None
+                for d in j.fetch.variable_defs:
+                    defs[d] = None
+                parts.append(f"e{i}: _entities(representations: $r{i}) {{ {j.fetch.document} }}")
+            doc = f"query({', '.join(defs)}) {{ {' '.join(parts)} }}"
+            if len(self._batches) >= MAX_BATCH_DOCUMENTS:
+                self._batches.clear()
+            self._batches[ids] = doc
+        return doc
+
+    async def _batch(self, backend: str, jobs: list[EntityJob], errors: list[JSON],
+                     variables: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+        payload: JSON = {}
+        for j in jobs:
+            payload.update(_subset(variables, j.fetch.variables))
+        for i, j in enumerate(jobs):
+            payload[f"r{i}"] = j.reps
+        try:
+            body = await self.client.query(backend, self._batch_document(jobs), payload, headers)
+        except BackendUnavailable as exc:
+            for j in jobs:
+                for objs in j.targets:
+                    for obj, p in objs:
+                        for rk in j.fetch.response_keys:
+                            obj.setdefault(rk, None)
+                            errors.append(backend_error(backend, exc.reason, p + (rk,)))
+            return
+        got = body.get("data") or {}
+        for i, j in enumerate(jobs):
+            entities = got.get(f"e{i}") if isinstance(got, dict) else None
+            for n, objs in enumerate(j.targets):
+                ent = entities[n] if isinstance(entities, list) and n < len(entities) else None
+                for obj, _ in objs:
+                    if isinstance(ent, dict):
+                        deep_merge(obj, ent)
+                    else:
+                        for rk in j.fetch.response_keys:
+                            obj.setdefault(rk, None)
+        for e in body.get("errors") or ():
+            if isinstance(e, dict):
+                errors.extend(_relocate(e, jobs))
+
+
+def _subset(variables: Mapping[str, Any], names: Sequence[str]) -> JSON:
+    return {n: variables[n] for n in names if n in variables}
+
+
+def _without_locations(e: JSON) -> JSON:
+    # Locations point into the backend's document, not the client's: meaningless here.
+    return {k: v for k, v in e.items() if k != "locations"}
+
+
+def _relocate(e: JSON, jobs: Sequence[EntityJob]) -> list[JSON]:
+    """An error of a batched ``_entities`` call, moved to the paths of the objects it concerns."""
+    path = e.get("path")
+    base = _without_locations(e)
+    if not (isinstance(path, list) and len(path) >= 2 and isinstance(path[0], str) and path[0].startswith("e")
+            and isinstance(path[1], int)):
+        base.pop("path", None)
+        return [base]
+    try:
+        job = jobs[int(path[0][1:])]
+        objs = job.targets[path[1]]
+    except (ValueError, IndexError):
+        base.pop("path", None)
+        return [base]
+    return [{**base, "path": [*p, *path[2:]]} for _, p in objs]
+
+
+def representation_key(keys: KeyFields, obj: Mapping[str, Any]) -> str | None:
+    rep = keys.representation(obj)
+    if rep is None:
+        return None
+    vals = [str(v) for k, v in rep.items() if k != "__typename"]
+    return ",".join(vals)

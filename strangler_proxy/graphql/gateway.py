@@ -1,0 +1,247 @@
+"""The gateway: the proxy's ``/graphql``, answering from the backends that own each field.
+
+    parse + validate (cached by query text; invalid -> 400, no backend called)
+      -> plan (cached by document, operation, ownership version, root canary choice)
+      -> execute (executor.py) -> shape (shaping.py) -> respond
+      -> hand the plan's shadows to the FieldShadower (background, bounded)
+
+The composed schema and the :class:`~.ownership.Ownership` are immutable and
+swapped whole (:meth:`GraphQLGateway.set_ownership`), so a request in flight
+keeps the table it started with.
+
+    gateway = await GraphQLGateway.create(config, session)   # composes, refuses conflicts
+    app.router.add_route("*", config.graphql.path, gateway.handle)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import graphql
+import orjson
+from aiohttp import web
+from graphql import DocumentNode, GraphQLError, OperationType
+
+from strangler_proxy.config import StranglerConfig
+from strangler_proxy.errors import GraphQLGatewayError
+from strangler_proxy.graphql.compose import ComposedSchema, compose, load_sdls
+from strangler_proxy.graphql.executor import BackendClient, Executor
+from strangler_proxy.graphql.field_shadow import FieldShadower
+from strangler_proxy.graphql.ownership import FieldRule, Ownership, RouteStateLike, in_canary
+from strangler_proxy.graphql.planner import Plan, operation_of, plan_operation, root_canary_fields
+from strangler_proxy.graphql.shaping import shape
+
+JSON = dict[str, Any]
+DEFAULT_DOCUMENT_CACHE = 1000
+DEFAULT_PLAN_CACHE = 1000
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass
+class _Parsed:
+    """A query text parsed and validated once."""
+
+    document: DocumentNode | None
+    errors: list[JSON]
+
+
+@dataclass
+class _Prepared:
+    """Per (query text, operation): the operation and its plans per canary choice."""
+
+    op: graphql.OperationDefinitionNode
+    canary_roots: list[FieldRule]
+    plans: dict[tuple[bool, ...], Plan] = field(default_factory=dict)
+
+
+class _LRU(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key: Any) -> Any:
+        v = self.get(key)
+        if v is not None:
+            self.move_to_end(key)
+        return v
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+def _error(message: str) -> JSON:
+    return {"message": message}
+
+
+class GraphQLGateway:
+    """One composed schema in front of many GraphQL backends (see the module docstring)."""
+
+    def __init__(self, composed: ComposedSchema, ownership: Ownership, executor: Executor, *,
+                 shadower: FieldShadower | None = None, document_cache: int = DEFAULT_DOCUMENT_CACHE,
+                 plan_cache: int = DEFAULT_PLAN_CACHE) -> None:
+        ownership.check(composed)
+        self.composed = composed
+        self.ownership = ownership
+        self.executor = executor
+        self.shadower = shadower
+        self._documents = _LRU(document_cache)
+        self._plans = _LRU(plan_cache)
+
+    @classmethod
+    async def create(cls, config: StranglerConfig, session: aiohttp.ClientSession, *,
+                     overrides: Mapping[str, RouteStateLike] | None = None,
+                     shadower_args: Mapping[str, Any] | None = None) -> GraphQLGateway:
+        """Fetch every backend's SDL (or read its ``sdl_file``), compose, check the field rules.
+
+        Raises :class:`GraphQLGatewayError` (the proxy must refuse to start) on conflicts.
+        ``shadower_args``: ``comparator``, ``publish``, ``rules_for`` (and optionally ``max_inflight``).
+        """
+        gql = config.graphql
+        if gql.legacy_backend not in gql.backends:
+            raise GraphQLGatewayError(f"graphql.legacy_backend {gql.legacy_backend!r} is not in graphql.backends")
+        urls = {name: config.upstreams[b.upstream].url + b.path for name, b in gql.backends.items()}
+        sdls = await load_sdls(session, {n: (urls[n], b.sdl_file) for n, b in gql.backends.items()})
+        composed = compose(sdls, legacy=gql.legacy_backend)
+        timeout = max((config.upstreams[b.upstream].timeout_s for b in gql.backends.values()), default=30.0)
+        executor = Executor(BackendClient(session, urls, timeout_s=timeout))
+        shadower = None
+        if shadower_args is not None:
+            shadower = FieldShadower(executor=executor, graphql_path=gql.path, **dict(shadower_args))
+        return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower)
+
+    # ------------------------------------------------------------ the table
+    def set_ownership(self, ownership: Ownership) -> None:
+        """Swap the field table whole (after a flip or a reload); refuses what cannot be served."""
+        ownership.check(self.composed)
+        self.ownership = ownership
+        self._plans.clear()
+        if self.shadower is not None:
+            self.shadower.reset()
+
+    # ------------------------------------------------------------ requests
+    def parse(self, query: str) -> _Parsed:
+        got: _Parsed | None = self._documents.get_or(query)
+        if got is None:
+            try:
+                doc = graphql.parse(query)
+            except GraphQLError as exc:
+                got = _Parsed(None, [exc.formatted])
+            else:
+                errs = graphql.validate(self.composed.schema, doc)
+                got = _Parsed(None if errs else doc, [e.formatted for e in errs])
+            self._documents.put(query, got)
+        return got
+
+    def plan(self, query: str, document: DocumentNode, operation_name: str | None,
+             variables: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[graphql.OperationDefinitionNode, Plan]:
+        ownership = self.ownership
+        key = (query, operation_name, ownership.version)
+        prep: _Prepared | None = self._plans.get_or(key)
+        if prep is None:
+            op = operation_of(document, operation_name)
+            prep = _Prepared(op, root_canary_fields(self.composed, ownership, op))
+            self._plans.put(key, prep)
+        choices = tuple(in_canary(r, _root_partition(r, variables, headers)) for r in prep.canary_roots)
+        plan = prep.plans.get(choices)
+        if plan is None:
+            plan = plan_operation(self.composed, ownership, document, operation_name,
+                                  dict(zip((r.name for r in prep.canary_roots), choices, strict=True)))
+            prep.plans[choices] = plan
+        return prep.op, plan
+
+    async def execute(self, query: str, variables: Mapping[str, Any] | None = None,
+                      operation_name: str | None = None, headers: Mapping[str, str] | None = None,
+                      *, allow_mutation: bool = True) -> tuple[int, JSON]:
+        """Answer one operation: (HTTP status, response body)."""
+        variables = variables or {}
+        headers = headers if headers is not None else {}
+        parsed = self.parse(query)
+        if parsed.document is None:
+            return 400, {"errors": parsed.errors}
+        try:
+            op, plan = self.plan(query, parsed.document, operation_name, variables, headers)
+        except GraphQLGatewayError as exc:
+            return 400, {"errors": [_error(str(exc))]}
+        if op.operation == OperationType.MUTATION and not allow_mutation:
+            return 405, {"errors": [_error("mutations must be sent with POST")]}
+        coerced = graphql.get_variable_values(self.composed.schema, op.variable_definitions or (), dict(variables))
+        if isinstance(coerced, list):
+            return 400, {"errors": [e.formatted for e in coerced]}
+        start = time.perf_counter()
+        data, errors = await self.executor.run(plan, variables, headers)
+        elapsed = time.perf_counter() - start
+        body = shape(self.composed.schema, parsed.document, operation_name, variables, data, errors)
+        if plan.shadows and self.shadower is not None:
+            self.shadower.launch(self.composed, self.ownership, plan.shadows, parsed.document, operation_name,
+                                 data, variables, headers, elapsed)
+        return 200, body
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """aiohttp handler: GET (queries) and POST (JSON or application/graphql)."""
+        try:
+            query, variables, operation_name = await _read_request(request)
+        except ValueError as exc:
+            return _respond(400, {"errors": [_error(str(exc))]})
+        status, body = await self.execute(query, variables, operation_name, request.headers,
+                                          allow_mutation=request.method == "POST")
+        return _respond(status, body)
+
+
+def _root_partition(rule: FieldRule, variables: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
+    # A root field has no entity yet: key:NAME and arg:NAME both read the variable NAME.
+    if rule.partition_key is None:
+        return None
+    kind, name = rule.partition_key.split(":", 1)
+    if kind == "header":
+        return headers.get(name) or headers.get(name.lower())
+    v = variables.get(name)
+    return None if v is None else str(v)
+
+
+def _respond(status: int, body: JSON) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), headers=_JSON_HEADERS)
+
+
+async def _read_request(request: web.Request) -> tuple[str, JSON, str | None]:
+    if request.method == "GET":
+        q = request.query
+        variables = q.get("variables")
+        try:
+            parsed_vars = orjson.loads(variables) if variables else {}
+        except orjson.JSONDecodeError as exc:
+            raise ValueError("variables is not JSON") from exc
+        return _checked(q.get("query"), parsed_vars, q.get("operationName"))
+    if request.method != "POST":
+        raise ValueError(f"method {request.method} not allowed; use GET or POST")
+    raw = await request.read()
+    if request.content_type == "application/graphql":
+        return _checked(raw.decode("utf-8", "replace"), {}, None)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError("the body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise ValueError("the body must be a JSON object with 'query'")
+    return _checked(payload.get("query"), payload.get("variables") or {}, payload.get("operationName"))
+
+
+def _checked(query: Any, variables: Any, operation_name: Any) -> tuple[str, JSON, str | None]:
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("must provide a query string")
+    if not isinstance(variables, dict):
+        raise ValueError("variables must be a JSON object")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise ValueError("operationName must be a string")
+    return query, variables, operation_name
+
+
+def graphql_handler(gateway: GraphQLGateway) -> Any:
+    """The handler the proxy calls for ``config.graphql.path`` (an aiohttp handler)."""
+    return gateway.handle

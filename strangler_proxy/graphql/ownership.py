@@ -1,0 +1,131 @@
+"""Who serves each ``Type.field``: the file's ``graphql.fields`` plus runtime flips.
+
+Every field belongs to the legacy backend unless a rule says otherwise. A rule
+names a target backend and a mode:
+
+=========  ==============================================  ===================
+mode       served by                                       shadowed to
+=========  ==============================================  ===================
+legacy     the current owner (legacy)                      --
+shadow     the current owner                               the target
+canary     the target for a sticky ``percent`` of          the target, for the
+           partitions (entity key, header or argument),    rest
+           the current owner for the rest
+extracted  the target                                      legacy, when
+                                                           ``reverse_shadow``
+=========  ==============================================  ===================
+
+An :class:`Ownership` is immutable and swapped whole when a flip lands; plans
+are cached per ``Ownership.version``.
+
+    >>> from strangler_proxy.config import GraphQLConfig
+    >>> o = Ownership.build(GraphQLConfig(backends={"legacy": {"upstream": "legacy"},
+    ...     "ratings": {"upstream": "ratings"}},
+    ...     fields={"Title.rating": {"target": "ratings", "mode": "shadow"}}))
+    >>> o.rule("Title", "rating").mode.value
+    'shadow'
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from strangler_proxy.config import GraphQLConfig, Mode
+from strangler_proxy.errors import GraphQLGatewayError
+from strangler_proxy.graphql.compose import ROOT_TYPES, ComposedSchema
+
+_versions = itertools.count(1)
+CANARY_BUCKETS = 10_000  # percent has two decimals of resolution
+
+
+class RouteStateLike(Protocol):
+    """What a runtime override offers (the state store's rows, the proxy's table)."""
+
+    @property
+    def mode(self) -> Any: ...  # Mode or its string value
+
+    @property
+    def percent(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """The effective ownership of one field: file settings with the flip applied."""
+
+    name: str  # "Type.field"
+    target: str
+    mode: Mode
+    percent: float = 0.0
+    partition_key: str | None = None  # key:NAME, header:NAME, arg:NAME
+    reverse_shadow: bool = False
+    sample_rate: float = 1.0
+
+
+def canary_bucket(name: str, partition: str) -> float:
+    """A stable point in [0, 100) for one partition value of one field.
+
+    Hashing the field name in as well spreads different fields' canaries over
+    different partitions, so one unlucky entity is not in every canary at once.
+    """
+    h = zlib.crc32(f"{name}\x00{partition}".encode())
+    return (h % CANARY_BUCKETS) * 100.0 / CANARY_BUCKETS
+
+
+def in_canary(rule: FieldRule, partition: str | None) -> bool:
+    if rule.percent >= 100:
+        return True
+    if rule.percent <= 0 or partition is None:
+        return False
+    return canary_bucket(rule.name, partition) < rule.percent
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The field table of one moment; build with :meth:`build`."""
+
+    legacy: str
+    rules: Mapping[str, FieldRule]
+    version: int
+
+    @classmethod
+    def build(cls, config: GraphQLConfig, overrides: Mapping[str, RouteStateLike] | None = None) -> Ownership:
+        """``config.fields`` with the runtime ``overrides`` (name -> mode/percent) applied."""
+        rules: dict[str, FieldRule] = {}
+        for name, fc in config.fields.items():
+            mode, percent = fc.mode, fc.percent
+            over = (overrides or {}).get(name)
+            if over is not None:
+                mode = over.mode if isinstance(over.mode, Mode) else Mode(str(over.mode))
+                percent = float(over.percent)
+            rules[name] = FieldRule(
+                name=name, target=fc.target, mode=mode, percent=percent, partition_key=fc.partition_key,
+                reverse_shadow=fc.reverse_shadow, sample_rate=fc.sample_rate,
+            )
+        return cls(legacy=config.legacy_backend, rules=rules, version=next(_versions))
+
+    def rule(self, type_name: str, field_name: str) -> FieldRule | None:
+        return self.rules.get(f"{type_name}.{field_name}") if self.rules else None
+
+    def check(self, composed: ComposedSchema) -> None:
+        """Refuse rules the composed schema cannot honour (unknown field, target unable to serve it)."""
+        problems: list[str] = []
+        for name, rule in self.rules.items():
+            type_name, field_name = name.split(".", 1)
+            if name not in composed.resolvers:
+                problems.append(f"{name}: no backend defines this field")
+                continue
+            if not composed.can_resolve(rule.target, type_name, field_name):
+                problems.append(f"{name}: backend {rule.target!r} does not resolve it "
+                                f"(resolvers: {sorted(composed.resolvers[name])})")
+            if type_name not in ROOT_TYPES:
+                if not composed.is_entity(type_name):
+                    problems.append(f"{name}: {type_name} is not an entity (no @key), so its fields follow "
+                                    "their parent and cannot be owned one by one")
+                elif composed.key(type_name, rule.target) is None:
+                    problems.append(f"{name}: backend {rule.target!r} has no resolvable @key on {type_name}")
+        if problems:
+            raise GraphQLGatewayError("graphql.fields: " + "; ".join(problems))
