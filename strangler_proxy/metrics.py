@@ -1,0 +1,133 @@
+"""Prometheus metrics of the proxy, on a dedicated registry per runtime.
+
+Each :class:`~strangler_proxy.runtime.ProxyRuntime` owns one
+:class:`ProxyMetrics` (and so one ``CollectorRegistry``): two proxies in one
+process (tests) never share or collide, and nothing lands on the global
+default registry. The admin API serves ``runtime.registry``.
+
+The hot path never calls ``.labels()`` (a lock and a tuple build per call):
+children are created once per label set and cached in plain dicts.
+
+    >>> m = ProxyMetrics()
+    >>> m.request("r", "legacy", "legacy", 200, 0.001)
+    >>> m.registry.get_sample_value("strangler_proxy_requests_total",
+    ...     {"route": "r", "mode": "legacy", "upstream": "legacy", "status": "200"})
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DEFAULT_ROUTE_LABEL = "_default"  # requests that matched no route
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RouteCounters:
+    """Live per-route counts for the admin API (plain ints, no locking needed
+    on one event loop)."""
+
+    __slots__ = ("requests", "legacy", "target", "errors", "fallbacks", "shadowed", "shadow_dropped", "shadow_skipped")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.legacy = 0
+        self.target = 0
+        self.errors = 0
+        self.fallbacks = 0
+        self.shadowed = 0
+        self.shadow_dropped = 0
+        self.shadow_skipped = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ProxyMetrics:
+    """Every metric of the data plane (and the control plane's flip counters)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests_total = Counter(
+            "strangler_proxy_requests", "Client requests by route, mode, serving upstream and status",
+            ("route", "mode", "upstream", "status"), registry=r,
+        )
+        self.client_latency = Histogram(
+            "strangler_proxy_client_latency_seconds", "Time from request to last response byte, per route",
+            ("route",), buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "strangler_proxy_upstream_latency_seconds",
+            "Time to upstream response headers; side is legacy or target, path is served or shadow",
+            ("route", "side", "path"), buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.upstream_errors = Counter(
+            "strangler_proxy_upstream_errors", "Upstream failures by kind (connect, timeout, reset)",
+            ("upstream", "kind"), registry=r,
+        )
+        self.fallbacks = Counter(
+            "strangler_proxy_fallbacks", "Safe requests served by legacy because the target failed", ("route",),
+            registry=r,
+        )
+        self.shadow_queue_depth = Gauge(
+            "strangler_shadow_queue_depth", "Mirrored requests waiting for a shadow worker", registry=r,
+        )
+        self.shadow_submitted = Counter(
+            "strangler_shadow_submitted", "Mirrored requests queued", ("route",), registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "strangler_shadow_dropped", "Mirrored requests dropped because the queue was full", ("route",),
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "strangler_shadow_skipped", "Requests not mirrored (body over the limit, ...)", ("route", "reason"),
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "strangler_shadow_verdicts", "Comparison verdicts", ("route", "verdict"), registry=r,
+        )
+        self.listener_errors = Counter(
+            "strangler_shadow_listener_errors", "Result listeners or comparators that raised", registry=r,
+        )
+        # Used by the control plane.
+        self.flips_total = Counter("strangler_flips", "Applied flips by route and new mode", ("route", "mode"), registry=r)
+        self.rollbacks_total = Counter("strangler_rollbacks", "Automatic rollbacks by route", ("route",), registry=r)
+
+        self._req: dict[tuple[str, str, str, int], Any] = {}
+        self._client: dict[str, Any] = {}
+        self._upstream: dict[tuple[str, str, str], Any] = {}
+        self._simple: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    # ------------------------------------------------------------ hot path
+    def request(self, route: str, mode: str, upstream: str, status: int, duration_s: float) -> None:
+        key = (route, mode, upstream, status)
+        child = self._req.get(key)
+        if child is None:
+            child = self._req[key] = self.requests_total.labels(route, mode, upstream, str(status))
+        child.inc()
+        hist = self._client.get(route)
+        if hist is None:
+            hist = self._client[route] = self.client_latency.labels(route)
+        hist.observe(duration_s)
+
+    def upstream(self, route: str, side: str, path: str, latency_s: float) -> None:
+        key = (route, side, path)
+        hist = self._upstream.get(key)
+        if hist is None:
+            hist = self._upstream[key] = self.upstream_latency.labels(route, side, path)
+        hist.observe(latency_s)
+
+    def inc(self, metric: Counter, *labels: str) -> None:
+        """Increment a labelled counter through the child cache."""
+        key = (id(metric), labels)
+        child = self._simple.get(key)
+        if child is None:
+            child = self._simple[key] = metric.labels(*labels)
+        child.inc()
+
+    def track_queue(self, depth: Callable[[], int]) -> None:
+        self.shadow_queue_depth.set_function(depth)

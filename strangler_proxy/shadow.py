@@ -1,0 +1,295 @@
+"""The shadow path: mirrored requests, off the hot path, bounded everywhere.
+
+The request handler builds a :class:`ShadowJob` *after* the client's response
+is complete and calls :meth:`ShadowDispatcher.submit`, which never blocks: a
+full queue (by count or by queued bytes) drops the job and counts it. A fixed
+pool of workers sends each mirrored request through its own connection pools
+(shadow traffic can never exhaust the serving pools) with its own timeout,
+captures the answer (body bounded by ``ShadowSettings.body_limit``), joins it
+with the served exchange into a :class:`ShadowPair` and hands it to the
+:class:`Comparator`; every listener sees the result inside ``try/except``.
+
+    >>> from strangler_proxy.exchange import Exchange, ShadowPair
+    >>> from strangler_proxy.config import CompareConfig
+    >>> a = Exchange(upstream="legacy", method="GET", target="/x", status=200, body=b"1")
+    >>> b = Exchange(upstream="ratings", method="GET", target="/x", status=200, body=b"2")
+    >>> BytesComparator().compare(ShadowPair("r", "shadow", "legacy", a, b), CompareConfig()).verdict.value
+    'mismatch'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import aiohttp
+
+from strangler_proxy.config import CompareConfig, ShadowSettings
+from strangler_proxy.errors import UpstreamError, UpstreamTimeout
+from strangler_proxy.exchange import Exchange, Headers, ShadowPair, Side
+from strangler_proxy.forwarder import READ_CHUNK, UPSTREAM_FAILURES, Upstreams, translate
+from strangler_proxy.result import DiffKind, Difference, ResultListener, ShadowResult, Verdict
+
+if TYPE_CHECKING:
+    from strangler_proxy.runtime import ProxyRuntime
+
+log = logging.getLogger("strangler.shadow")
+
+SHADOW_HEADER = ("X-Strangler-Shadow", "1")
+DRY_RUN_HEADER = ("X-Strangler-Dry-Run", "1")
+# Besides the count limit, queued jobs may hold at most this many body bytes,
+# so a dead or slow candidate can never grow memory beyond it.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+SKIP_BODY_TOO_LARGE = "request-body-over-limit"
+# After a connect failure, mirrors to that upstream fail fast (no new socket)
+# for this long: a dead candidate then costs almost nothing per request.
+CONNECT_BACKOFF_S = 1.0
+
+
+class Comparator(Protocol):
+    """Turns one pair into one result. Must not raise (callers still guard it)."""
+
+    def compare(self, pair: ShadowPair, rules: CompareConfig) -> ShadowResult: ...
+
+
+def _result(pair: ShadowPair, verdict: Verdict, *, differences: tuple[Difference, ...] = (),
+            reason: str | None = None) -> ShadowResult:
+    served = pair.legacy if pair.served_by == "legacy" else pair.candidate
+    return ShadowResult(
+        key=pair.key, mode=pair.mode, verdict=verdict, at=pair.at,
+        legacy_status=pair.legacy.status, candidate_status=pair.candidate.status,
+        legacy_latency_s=pair.legacy.latency_s, candidate_latency_s=pair.candidate.latency_s,
+        differences=differences, reason=reason, method=served.method, target=served.target,
+        partition=pair.partition,
+    )
+
+
+class BytesComparator:
+    """The simple default: status and body bytes must be equal.
+
+    A legacy failure (no answer or 5xx) is LEGACY_ERROR, else a candidate
+    failure is CANDIDATE_ERROR; a body cut at the capture limit is SKIPPED.
+    """
+
+    def compare(self, pair: ShadowPair, rules: CompareConfig) -> ShadowResult:
+        legacy, cand = pair.legacy, pair.candidate
+        if not legacy.ok:
+            return _result(pair, Verdict.LEGACY_ERROR, reason=legacy.error or f"status {legacy.status}")
+        if not cand.ok:
+            return _result(pair, Verdict.CANDIDATE_ERROR, reason=cand.error or f"status {cand.status}")
+        if legacy.status != cand.status:
+            diff = Difference(DiffKind.STATUS, "$status", legacy.status, cand.status)
+            return _result(pair, Verdict.MISMATCH, differences=(diff,))
+        if legacy.body_truncated or cand.body_truncated:
+            return _result(pair, Verdict.SKIPPED, reason="response-body-over-limit")
+        if legacy.body != cand.body:
+            diff = Difference(DiffKind.BODY, "$", len(legacy.body), len(cand.body))
+            return _result(pair, Verdict.MISMATCH, differences=(diff,))
+        return _result(pair, Verdict.MATCH)
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowJob:
+    """One mirrored request to send, and the served exchange to compare it with."""
+
+    route: str
+    mode: str
+    served_by: Side
+    served: Exchange
+    upstream: str  # where the mirror goes
+    method: str
+    raw_path: str  # as sent to the mirror (target rewrite applied)
+    raw_query: str
+    headers: Headers  # forwarded headers incl. X-Strangler-Shadow (and Dry-Run)
+    body: bytes | None
+    compare: CompareConfig
+    partition: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.body or b"") + len(self.served.body) + (len(self.served.request_body or b""))
+
+
+class ShadowDispatcher:
+    """Bounded queue + bounded worker pool for mirrored requests."""
+
+    def __init__(
+        self,
+        settings: ShadowSettings,
+        comparator: Comparator,
+        listeners: Sequence[ResultListener],
+        runtime: ProxyRuntime,
+    ) -> None:
+        self.settings = settings
+        self.comparator = comparator
+        self.listeners: list[ResultListener] = list(listeners)
+        self.runtime = runtime
+        self._queue: asyncio.Queue[ShadowJob] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._upstreams = Upstreams()
+        self._queued_bytes = 0
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
+        self.completed = 0  # finished comparisons (for tests and the admin API)
+        self._down_until: dict[str, float] = {}
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    def add_listener(self, listener: ResultListener) -> None:
+        self.listeners.append(listener)
+
+    async def start(self) -> None:
+        if self._queue is not None:
+            return
+        self._queue = asyncio.Queue(self.settings.queue_size)
+        self.runtime.metrics.track_queue(lambda: self.depth)
+        self._workers = [
+            asyncio.get_running_loop().create_task(self._work(), name=f"shadow-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        self._queue = None
+        await self._upstreams.close()
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait until every queued job is finished (tests, graceful stop)."""
+        if self._queue is not None:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+
+    # ------------------------------------------------------------- hot path
+    def submit(self, job: ShadowJob) -> bool:
+        """Queue a job without blocking; False (and counted) when full."""
+        queue = self._queue
+        size = job.size
+        metrics = self.runtime.metrics
+        if queue is None or self._queued_bytes + size > MAX_QUEUED_BYTES:
+            ok = False
+        else:
+            try:
+                queue.put_nowait(job)
+                ok = True
+            except asyncio.QueueFull:
+                ok = False
+        counters = self.runtime.counters(job.route)
+        if ok:
+            self._queued_bytes += size
+            counters.shadowed += 1
+            metrics.inc(metrics.shadow_submitted, job.route)
+        else:
+            counters.shadow_dropped += 1
+            metrics.inc(metrics.shadow_dropped, job.route)
+        return ok
+
+    def skip(self, route: str, mode: str, method: str, target: str, reason: str) -> None:
+        """Record a request that was not mirrored; listeners get a SKIPPED result
+        on the next loop iteration, never inside the request."""
+        self.runtime.counters(route).shadow_skipped += 1
+        metrics = self.runtime.metrics
+        metrics.inc(metrics.shadow_skipped, route, reason)
+        result = ShadowResult(key=route, mode=mode, verdict=Verdict.SKIPPED, at=time.time(), reason=reason,
+                              method=method, target=target)
+        asyncio.get_running_loop().call_soon(self._publish, result)
+
+    # ------------------------------------------------------------ the workers
+    async def _work(self) -> None:
+        queue = self._queue
+        assert queue is not None
+        while True:
+            job = await queue.get()
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a worker must survive anything a job does
+                log.exception("shadow job for route %s failed", job.route)
+            finally:
+                self._queued_bytes -= job.size
+                queue.task_done()
+
+    async def _run(self, job: ShadowJob) -> None:
+        mirror = await self._mirror(job)
+        if job.served_by == "legacy":
+            pair = ShadowPair(job.route, job.mode, "legacy", job.served, mirror, partition=job.partition)
+        else:
+            pair = ShadowPair(job.route, job.mode, "target", mirror, job.served, partition=job.partition)
+        metrics = self.runtime.metrics
+        side = "target" if job.served_by == "legacy" else "legacy"
+        metrics.upstream(job.route, side, "shadow", mirror.latency_s)
+        try:
+            result = self.comparator.compare(pair, job.compare)
+        except Exception:
+            metrics.listener_errors.inc()
+            log.exception("comparator failed for route %s", job.route)
+            return
+        self.completed += 1
+        self._publish(result)
+
+    def _publish(self, result: ShadowResult) -> None:
+        metrics = self.runtime.metrics
+        metrics.inc(metrics.verdicts, result.key, result.verdict.value)
+        for listener in self.listeners:
+            try:
+                listener.observe(result)
+            except Exception:
+                metrics.listener_errors.inc()
+                log.exception("shadow result listener %r failed", listener)
+
+    async def _mirror(self, job: ShadowJob) -> Exchange:
+        target = job.raw_path + ("?" + job.raw_query if job.raw_query else "")
+        config = self.runtime.config.upstreams.get(job.upstream)
+        start = time.perf_counter()
+        if config is None:
+            return Exchange(upstream=job.upstream, method=job.method, target=target, error="unknown-upstream")
+        if self._down_until.get(job.upstream, 0.0) > start:
+            return Exchange(upstream=job.upstream, method=job.method, target=target, error="connect",
+                            request_headers=job.headers, request_body=job.body)
+        client = self._upstreams.get(job.upstream, config)
+        limit = self.settings.body_limit
+        status: int | None = None
+        headers: Headers = ()
+        body = bytearray()
+        truncated = False
+        error: str | None = None
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                resp = await client.send(job.method, job.raw_path, job.raw_query, list(job.headers), job.body,
+                                         timeout=self._timeout)
+                try:
+                    status = resp.status
+                    headers = tuple(resp.headers.items())
+                    while True:
+                        chunk = await resp.content.read(READ_CHUNK)
+                        if not chunk:
+                            break
+                        if len(body) + len(chunk) > limit:
+                            body += chunk[: limit - len(body)]
+                            truncated = True
+                            break
+                        body += chunk
+                finally:
+                    # close() drops a connection whose body was not read to the end.
+                    resp.close() if truncated else resp.release()
+        except UpstreamError as exc:
+            error = "timeout" if isinstance(exc, UpstreamTimeout) else "connect"
+            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                self._down_until[job.upstream] = time.perf_counter() + CONNECT_BACKOFF_S
+        except TimeoutError:
+            error = "timeout"
+        except UPSTREAM_FAILURES as exc:
+            err = translate(exc, job.upstream)
+            error = "timeout" if isinstance(err, UpstreamTimeout) else "reset"
+        return Exchange(
+            upstream=job.upstream, method=job.method, target=target, status=status if error is None else None,
+            request_headers=job.headers, request_body=job.body, response_headers=headers, body=bytes(body),
+            latency_s=time.perf_counter() - start, error=error, body_truncated=truncated,
+        )
