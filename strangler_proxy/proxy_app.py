@@ -247,7 +247,7 @@ class ProxyHandler:
         self.shadow.submit(ShadowJob(
             route=route.name, mode=route.mode.value, served_by=served.side, served=exchange,
             upstream=mirror_upstream, method=request.method, raw_path=mirror_path, raw_query=query,
-            headers=tuple(headers), body=body, compare=self.runtime.config.compare_for(route.config), partition=key,
+            headers=tuple(headers), body=body, compare=route.compare, partition=key,
         ))
 
     # ------------------------------------------------------------ the upstream call

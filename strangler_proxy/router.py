@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from strangler_proxy.canary import KeyExtractor, key_extractor
-from strangler_proxy.config import Mode, RouteConfig, StranglerConfig
+from strangler_proxy.config import CompareConfig, Mode, RouteConfig, StranglerConfig
 from strangler_proxy.errors import ConfigError, FlipError
 
 
@@ -106,12 +106,23 @@ class Route:
 
     __slots__ = (
         "name", "config", "mode", "percent", "legacy", "target", "methods", "headers",
-        "segments", "literals", "variables", "has_tail", "partition", "rewrite", "index",
+        "segments", "literals", "variables", "has_tail", "partition", "rewrite", "index", "compare",
     )
 
-    def __init__(self, config: RouteConfig, *, index: int, default_upstream: str, state: RouteState | None) -> None:
+    def __init__(
+        self,
+        config: RouteConfig,
+        *,
+        index: int,
+        default_upstream: str,
+        state: RouteState | None,
+        compare: CompareConfig | None = None,
+    ) -> None:
         self.name = config.name
         self.config = config
+        # Global compare rules merged with the route's, once per table build
+        # (merging per request would cost more than the diff itself).
+        self.compare: CompareConfig = compare if compare is not None else CompareConfig().merged(config.compare)
         try:
             self.mode: Mode = Mode(state.mode) if state else config.mode
             self.percent: float = float(state.percent) if state else config.percent
@@ -215,7 +226,13 @@ class RouteTable:
             if not isinstance(state, RouteState):
                 raise FlipError(f"not a RouteState: {state!r}", route=name)
         routes = tuple(
-            Route(rc, index=i, default_upstream=config.proxy.default_upstream, state=overrides.get(rc.name))
+            Route(
+                rc,
+                index=i,
+                default_upstream=config.proxy.default_upstream,
+                state=overrides.get(rc.name),
+                compare=config.compare_for(rc),
+            )
             for i, rc in enumerate(config.routes)
         )
         return cls(routes)

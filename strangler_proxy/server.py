@@ -1,0 +1,204 @@
+"""A running proxy, assembled: config, state store, runtime, shadow path, admin API, reloads.
+
+:class:`ProxyServer` is the one place that wires the parts together (tests and
+``strangler up`` use it; ``strangler proxy`` runs :func:`run_proxy`):
+
+1. ``strangler.yaml`` is loaded and validated (a bad file never starts);
+2. the control database is migrated and the persisted flips are applied
+   (a file value changed since a flip wins -- see docs/operations.md);
+3. the shadow dispatcher starts with the comparator and the result listeners
+   (:func:`comparator_for` and :func:`result_listeners`), guardrails last;
+4. the admin API binds (refusing a non-loopback address without a token), then
+   the proxy port;
+5. the config file is watched (and SIGHUP reloads it in :func:`run_proxy`).
+
+    >>> async with ProxyServer("strangler.yaml", port=0, admin_port=0) as server:  # doctest: +SKIP
+    ...     print(server.url, server.admin_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from strangler_proxy.admin import AdminContext, start_admin
+from strangler_proxy.config import StranglerConfig, load_config
+from strangler_proxy.databases import database_url
+from strangler_proxy.flips import FlipService
+from strangler_proxy.guardrails import Guardrails
+from strangler_proxy.proxy_app import start_proxy
+from strangler_proxy.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
+from strangler_proxy.result import ResultListener
+from strangler_proxy.runtime import ProxyRuntime
+from strangler_proxy.shadow import BytesComparator, Comparator, ShadowDispatcher
+from strangler_proxy.state_store import StateStore
+
+log = logging.getLogger("strangler.server")
+
+
+# --------------------------------------------------------------------------
+# THE PLUG-IN POINT: the comparator and the result listeners of the shadow
+# path. The diff engine's DiffComparator and the results-store writer go here
+# (and nowhere else); guardrails are added by ProxyServer itself.
+# --------------------------------------------------------------------------
+
+
+def comparator_for(config: StranglerConfig) -> Comparator:
+    """The comparator every shadow pair goes through."""
+    return BytesComparator()
+
+
+async def result_listeners(config: StranglerConfig, stack: AsyncExitStack) -> list[ResultListener]:
+    """Listeners that receive every result; register their cleanup on ``stack``."""
+    return []
+
+
+# --------------------------------------------------------------------------
+
+
+def control_url(config: StranglerConfig) -> str:
+    """Where flips live: ``STRANGLER_CONTROL_DATABASE_URL``, ``databases.control``, ``store.url``, the default."""
+    return database_url("control", config.databases.get("control") or config.store.url)
+
+
+class ProxyServer:
+    """A whole proxy replica as an async context manager.
+
+    ``port``/``admin_port`` override the file (0 = any free port); the bound
+    ones are :attr:`port` and :attr:`admin_port` once entered.
+    """
+
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        admin_port: int | None = None,
+        host: str | None = None,
+        admin_host: str | None = None,
+        state_url: str | None = None,
+        watch: bool = True,
+        watch_interval_s: float = DEFAULT_WATCH_INTERVAL_S,
+        sighup: bool = False,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self._port, self._admin_port = port, admin_port
+        self._host, self._admin_host = host, admin_host
+        self._state_url = state_url
+        self._watch, self._watch_interval_s, self._sighup = watch, watch_interval_s, sighup
+        self._stack = AsyncExitStack()
+        self.port = 0
+        self.admin_port = 0
+        self.host = ""
+        self.admin_host = ""
+
+    # The parts, available once entered.
+    runtime: ProxyRuntime
+    store: StateStore
+    flips: FlipService
+    shadow: ShadowDispatcher
+    guardrails: Guardrails
+    reloader: ConfigReloader
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin_host}:{self.admin_port}"
+
+    async def __aenter__(self) -> ProxyServer:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def start(self) -> str:
+        """Start without ``async with`` (for ``strangler up`` components); returns the proxy URL."""
+        await self.__aenter__()
+        return self.url
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        stack = self._stack
+        config = load_config(self.config_path)
+
+        self.store = StateStore(self._state_url or control_url(config))
+        stack.push_async_callback(self.store.close)
+        await self.store.upgrade()
+
+        self.runtime = ProxyRuntime(config)
+        self.flips = FlipService(self.runtime, self.store)
+        await self.flips.start()
+        stack.push_async_callback(self.flips.stop)
+
+        listeners = await result_listeners(config, stack)
+        self.guardrails = Guardrails(self.flips)
+        self.shadow = ShadowDispatcher(config.shadow, comparator_for(config), [*listeners, self.guardrails],
+                                       self.runtime)
+        await self.shadow.start()
+        stack.push_async_callback(self.shadow.stop)
+        self.guardrails.start()
+        stack.push_async_callback(self.guardrails.stop)
+
+        self.reloader = ConfigReloader(self.config_path, self.flips, interval_s=self._watch_interval_s)
+        self.reloader.start(watch=self._watch, sighup=self._sighup)
+        stack.push_async_callback(self.reloader.stop)
+
+        flips = self.flips
+        ctx = AdminContext(
+            flips=flips,
+            tokens=lambda: flips.config.admin_tokens(),
+            guardrail_status=self.guardrails.status,
+            reload=self._reload,
+        )
+        self.admin_host = self._admin_host or config.proxy.admin.host
+        admin_runner, self.admin_port = await start_admin(
+            ctx, self.admin_host, config.proxy.admin.port if self._admin_port is None else self._admin_port
+        )
+        stack.push_async_callback(admin_runner.cleanup)
+
+        self.host = self._host or config.proxy.listen.host
+        runner, self.port = await start_proxy(
+            self.runtime, self.shadow, self.host, config.proxy.listen.port if self._port is None else self._port
+        )
+        stack.push_async_callback(runner.cleanup)
+        log.info("proxy on %s, admin API on %s, flips in %s", self.url, self.admin_url, self.store.url)
+
+    async def _reload(self) -> dict[str, Any]:
+        return await self.reloader.reload_now(trigger="admin API")
+
+
+async def run_proxy(
+    config_path: str | os.PathLike[str], port: int | None = None, admin_port: int | None = None
+) -> None:
+    """Run one proxy until SIGINT or SIGTERM; SIGHUP reloads the config file."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with ProxyServer(config_path, port=port, admin_port=admin_port, sighup=True) as server:
+            print(f"strangler proxy listening on {server.url}; admin API on {server.admin_url}", flush=True)
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
