@@ -17,9 +17,9 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from strangler_proxy.cli import db_commands, stack_commands
+    from strangler_proxy.cli import db_commands, stack_commands, report_commands, proxy_commands, service_commands
 
-    for module in (stack_commands, db_commands):
+    for module in (stack_commands, db_commands, report_commands, proxy_commands, service_commands):
         module.register(app)
 
 

@@ -1,0 +1,41 @@
+"""How the credits service's data moves.
+
+Backfill copies titles (the columns it shows), people (id, name), credits and
+each title's vote count. Credits themselves are backfill-only -- the monolith
+never writes them -- but the vote counts follow the monolith's ``rating``
+outbox events, because they decide the order of "known for".
+"""
+
+from __future__ import annotations
+
+from extracted_services.common import monolith_tables as mono
+from extracted_services.common.backfill import BackfillPlan, TableCopy
+from extracted_services.common.registry import ServiceSpec
+from extracted_services.common.sync import Stream, row_applier
+from extracted_services.credits import models
+from extracted_services.credits.app import DEFAULT_PORT, create_app
+
+SPEC = ServiceSpec(
+    name="credits",
+    default_port=DEFAULT_PORT,
+    create_app=create_app,
+    backfill=BackfillPlan(
+        "credits",
+        (
+            TableCopy(mono.titles, models.titles),
+            TableCopy(mono.people, models.people),
+            TableCopy(mono.credits, models.credits),
+            TableCopy(mono.ratings, models.title_votes),
+        ),
+        models.backfill_state,
+    ),
+    streams=(
+        Stream(
+            "monolith",
+            mono.outbox,
+            models.sync_state,
+            {"rating": row_applier(models.title_votes, "title_id")},
+            gap_grace_s=0.0,  # the monolith serialises outbox inserts (legacy_monolith/outbox.py)
+        ),
+    ),
+)

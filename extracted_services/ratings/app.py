@@ -1,0 +1,19 @@
+"""The ratings service: votes and their aggregate, with its own database."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from extracted_services.common.app import service_app
+from extracted_services.ratings.graph import make_subgraph
+from extracted_services.ratings.routes import ROUTES, SETTINGS
+from extracted_services.ratings.settings import RatingsSettings
+
+DEFAULT_PORT = 8101
+
+
+def create_app(settings: RatingsSettings | None = None) -> web.Application:
+    settings = settings or RatingsSettings.from_env()
+    app = service_app("ratings", settings.database_url, make_subgraph(settings), routes=ROUTES)
+    app[SETTINGS] = settings
+    return app

@@ -1,0 +1,288 @@
+"""`strangler service NAME`, `strangler backfill SERVICE`, `strangler sync SERVICE`.
+
+- ``service`` migrates the service's database and serves it until Ctrl-C.
+- ``backfill`` copies the service's tables from the monolith (progress bar,
+  then rows / seconds / rows per second per table); ``--verify`` compares
+  counts and checksums afterwards (``--verify-only`` skips the copy) and exits
+  1 on any difference.
+- ``sync`` drains the monolith's outbox into the service (``--reverse``: the
+  service's outbox into the monolith) until Ctrl-C, serving its lag at
+  ``/metrics``; ``--once`` drains what is there and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from strangler_proxy.cli.db_commands import ConfigOption, configured_url, err_console, shown_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from strangler_proxy.errors import DataMoveError, StranglerError
+
+DEFAULT_HOST = "127.0.0.1"
+
+console = Console()
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
+
+
+def _spec(name: str) -> Any:
+    from extracted_services.common.registry import service_spec
+
+    return service_spec(name)
+
+
+# ----------------------------------------------------------------- service
+async def _serve(name: str, url: str, host: str, port: int) -> None:
+    from extracted_services.common.runner import ServiceServer
+
+    server = ServiceServer(_spec(name), url, host=host, port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    shown = await server.start()
+    console.print(f"{name} serving {shown} (database {shown_url(url)}); Ctrl-C stops it")
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+# ---------------------------------------------------------------- backfill
+async def _backfill(
+    name: str, config: str, *, batch_size: int, restart: bool, copy: bool, check: bool, quiet: bool
+) -> dict[str, Any]:
+    from extracted_services.common.backfill import backfill, count_remaining, verify
+    from extracted_services.common.sync import mark_start
+    from strangler_proxy import migrate
+    from strangler_proxy.databases import make_engine
+
+    spec = _spec(name)
+    service_url = configured_url(name, config)
+    await migrate.upgrade(name, service_url)
+    source = make_engine(configured_url("monolith", config))
+    target = make_engine(service_url)
+    out: dict[str, Any] = {"service": name}
+    try:
+        if copy:
+            for stream in spec.streams:
+                # Changes made while we copy are replayed by the sync worker afterwards.
+                await mark_start(stream, source, target)
+            remaining = await count_remaining(spec.backfill, source, target)
+            started = time.perf_counter()
+            with Progress(
+                TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console, disable=quiet, transient=False,
+            ) as bar:
+                tasks: dict[str, TaskID] = {
+                    t: bar.add_task(t, total=remaining[t]) for t in remaining
+                }
+                reports = await backfill(
+                    spec.backfill, source, target, batch_size=batch_size, restart=restart,
+                    progress=lambda table, n: bar.advance(tasks[table], n),
+                )
+            seconds = time.perf_counter() - started
+            rows = sum(r.rows for r in reports)
+            out["tables"] = [
+                {"table": r.table, "rows": r.rows, "deleted": r.deleted, "seconds": round(r.seconds, 3),
+                 "rows_per_second": round(r.rows_per_second), "resumed": r.resumed}
+                for r in reports
+            ]
+            out["total"] = {"rows": rows, "seconds": round(seconds, 3),
+                            "rows_per_second": round(rows / seconds) if seconds > 0 else 0}
+        if check:
+            checks = await verify(spec.backfill, source, target, batch_size=batch_size)
+            out["verify"] = [
+                {"table": c.table, "monolith_rows": c.source_count, "service_rows": c.target_count,
+                 "monolith_checksum": c.source_checksum, "service_checksum": c.target_checksum, "ok": c.ok}
+                for c in checks
+            ]
+            out["ok"] = all(c.ok for c in checks)
+    finally:
+        await source.dispose()
+        await target.dispose()
+    return out
+
+
+def _print_backfill(out: dict[str, Any]) -> None:
+    if "tables" in out:
+        t = Table("table", "rows", "deleted", "seconds", "rows/s", "resumed", title=f"backfill {out['service']}")
+        for r in out["tables"]:
+            t.add_row(r["table"], str(r["rows"]), str(r["deleted"]), f"{r['seconds']:.2f}",
+                      f"{r['rows_per_second']:,}", "yes" if r["resumed"] else "")
+        total = out["total"]
+        t.add_row("total", str(total["rows"]), "", f"{total['seconds']:.2f}", f"{total['rows_per_second']:,}", "")
+        console.print(t)
+    if "verify" in out:
+        t = Table("table", "monolith rows", "service rows", "monolith checksum", "service checksum", "",
+                  title=f"verify {out['service']}")
+        for c in out["verify"]:
+            t.add_row(c["table"], str(c["monolith_rows"]), str(c["service_rows"]), c["monolith_checksum"],
+                      c["service_checksum"], "[green]ok[/green]" if c["ok"] else "[red]DIFFERENT[/red]")
+        console.print(t)
+
+
+# -------------------------------------------------------------------- sync
+def _worker(name: str, config: str, *, reverse: bool, batch_size: int, poll_interval_s: float) -> Any:
+    from extracted_services.common.sync import SyncWorker
+    from strangler_proxy.databases import make_engine
+    from strangler_proxy.errors import ConfigError
+
+    spec = _spec(name)
+    stream = spec.stream(reverse=reverse)
+    if stream is None:
+        direction = "reverse " if reverse else ""
+        raise ConfigError(f"service {name!r} has no {direction}sync stream (it is backfill-only)", field="service")
+    monolith = make_engine(configured_url("monolith", config))
+    service = make_engine(configured_url(name, config))
+    source, target = (service, monolith) if reverse else (monolith, service)
+    return SyncWorker(name, stream, source, target, batch_size=batch_size, poll_interval_s=poll_interval_s)
+
+
+async def _sync_once(worker: Any, reverse: bool) -> dict[str, Any]:
+    try:
+        await worker.prepare()
+        started = time.perf_counter()
+        applied = await worker.drain()
+        seconds = time.perf_counter() - started
+        return {
+            "service": worker.service, "stream": worker.stream.name, "reverse": reverse, "applied": applied,
+            "cursor": await worker.cursor(), "seconds": round(seconds, 3),
+            "lag_p50_s": worker.lag_percentile(50), "lag_p99_s": worker.lag_percentile(99),
+        }
+    finally:
+        await worker.source.dispose()
+        await worker.target.dispose()
+
+
+async def _sync_forever(worker: Any, host: str, metrics_port: int | None) -> None:
+    from extracted_services.common.runner import SyncRunner
+    runner = SyncRunner(worker, host=host, metrics_port=metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    url = await runner.start()
+    console.print(f"sync {worker.service}/{worker.stream.name} running; metrics {url}; Ctrl-C stops it")
+    try:
+        await stop.wait()
+    finally:
+        await runner.stop()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("service")
+    def service(
+        name: str = typer.Argument(..., help="ratings, credits or images"),
+        port: int = typer.Option(None, "--port", "-p", help="Port (default: 8101 ratings, 8102 credits, 8103 images)"),
+        host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface to listen on"),
+        config: str = ConfigOption,
+    ) -> None:
+        """Serve an extracted service (its database is migrated first)."""
+        try:
+            spec = _spec(name)
+            asyncio.run(_serve(name, configured_url(name, config), host, port if port is not None else spec.default_port))
+        except (StranglerError, OSError) as exc:
+            raise _fail(exc) from exc
+
+    @app.command("backfill")
+    def backfill_cmd(
+        name: str = typer.Argument(..., help="ratings, credits or images"),
+        verify: bool = typer.Option(False, "--verify", help="Compare counts and checksums after copying"),
+        verify_only: bool = typer.Option(False, "--verify-only", help="Only compare; copy nothing"),
+        batch_size: int = typer.Option(5000, min=1, help="Rows per batch (one transaction each)"),
+        restart: bool = typer.Option(False, help="Ignore an unfinished run's cursor and start over"),
+        config: str = ConfigOption,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    ) -> None:
+        """Copy a service's data from the monolith's database: batched, idempotent, resumable."""
+        try:
+            out = asyncio.run(
+                _backfill(name, config, batch_size=batch_size, restart=restart, copy=not verify_only,
+                          check=verify or verify_only, quiet=as_json)
+            )
+        except StranglerError as exc:
+            raise _fail(exc) from exc
+        except SQLAlchemyError as exc:  # e.g. the monolith database is not migrated or seeded
+            raise _fail(DataMoveError(f"backfill failed: {exc}", service=name)) from exc
+        if as_json:
+            typer.echo(json.dumps(out))
+        else:
+            _print_backfill(out)
+        if out.get("ok") is False:
+            raise typer.Exit(code=1)
+
+    @app.command("sync")
+    def sync_cmd(
+        name: str = typer.Argument(..., help="ratings or credits (images is backfill-only)"),
+        once: bool = typer.Option(False, "--once", help="Drain what is in the outbox now, then exit"),
+        reverse: bool = typer.Option(False, "--reverse", help="Service outbox -> monolith (after cut-over)"),
+        metrics_port: int = typer.Option(None, help="Port of /metrics (default: the service's port + 1000; -1: none)"),
+        host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface of /metrics"),
+        batch_size: int = typer.Option(500, min=1, help="Outbox rows per transaction"),
+        poll_interval: float = typer.Option(0.05, min=0.001, help="Seconds between polls when idle"),
+        config: str = ConfigOption,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --once)"),
+    ) -> None:
+        """Apply the outbox to the other side, in order, exactly once in effect."""
+        from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET
+
+        try:
+            worker = _worker(name, config, reverse=reverse, batch_size=batch_size, poll_interval_s=poll_interval)
+            if once:
+                out = asyncio.run(_sync_once(worker, reverse))
+                if as_json:
+                    typer.echo(json.dumps(out))
+                else:
+                    p99 = out["lag_p99_s"]
+                    console.print(
+                        f"sync {name}/{out['stream']}: applied {out['applied']} change(s), cursor {out['cursor']}"
+                        + (f", lag p99 {p99:.3f}s" if p99 is not None else "")
+                    )
+                return
+            if metrics_port is None:
+                metrics_port = _spec(name).default_port + SYNC_METRICS_PORT_OFFSET + (1 if reverse else 0) * 10
+            asyncio.run(_sync_forever(worker, host, None if metrics_port < 0 else metrics_port))
+        except (StranglerError, OSError) as exc:
+            raise _fail(exc) from exc
+        except SQLAlchemyError as exc:
+            raise _fail(DataMoveError(f"sync failed: {exc}", service=name)) from exc
+
+
+# --------------------------------------------------------- `strangler up` parts
+def service_components(config: str, host: str = DEFAULT_HOST, *, with_sync: bool = True) -> list[Any]:
+    """The extracted services (default ports; each backfilled from the
+    monolith on first start) and the ratings/credits sync workers (metrics on
+    port + 1000), as ``strangler up`` components -- after the monolith's."""
+    from extracted_services.common.registry import SERVICE_NAMES
+    from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET, ServiceServer, SyncRunner
+    from strangler_proxy.cli.stack_commands import Component
+
+    components = []
+    for name in SERVICE_NAMES:
+        spec = _spec(name)
+        server = ServiceServer(spec, configured_url(name, config), host=host, port=spec.default_port,
+                               backfill_from=configured_url("monolith", config))
+        components.append(Component(name, server.start, server.stop))
+    if with_sync:
+        for name in SERVICE_NAMES:
+            spec = _spec(name)
+            if spec.stream(reverse=False) is None:
+                continue
+            worker = _worker(name, config, reverse=False, batch_size=500, poll_interval_s=0.05)
+            runner = SyncRunner(worker, host=host, metrics_port=spec.default_port + SYNC_METRICS_PORT_OFFSET)
+            components.append(Component(f"sync {name}", runner.start, runner.stop))
+    return components
