@@ -332,6 +332,14 @@ class StranglerConfig(_Frozen):
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)
 
+    def control_database_url(self) -> str:
+        """The shared database of flips and shadow results: env
+        ``STRANGLER_CONTROL_DATABASE_URL``, ``databases.control``, ``store.url``,
+        then the default (see databases.py)."""
+        from strangler_proxy.databases import database_url
+
+        return database_url("control", self.databases.get("control") or self.store.url)
+
     def admin_tokens(self) -> dict[str, str]:
         """Configured tokens plus ``STRANGLER_ADMIN_TOKEN`` (named ``env``)."""
         tokens = dict(self.proxy.admin_tokens)

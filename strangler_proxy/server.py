@@ -30,14 +30,19 @@ from typing import Any
 
 from strangler_proxy.admin import AdminContext, start_admin
 from strangler_proxy.config import StranglerConfig, load_config
-from strangler_proxy.databases import database_url
 from strangler_proxy.flips import FlipService
 from strangler_proxy.guardrails import Guardrails
 from strangler_proxy.proxy_app import start_proxy
 from strangler_proxy.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
 from strangler_proxy.result import ResultListener
 from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.shadow import BytesComparator, Comparator, ShadowDispatcher
+from strangler_proxy.comparator import DiffComparator
+from strangler_proxy.noise import NoiseModel
+from strangler_proxy.shadow import Comparator, ShadowDispatcher
+from strangler_proxy import migrate
+from strangler_proxy.databases import make_engine
+from strangler_proxy.store import ResultWriter
+from strangler_proxy.store.redaction import redactions_for
 from strangler_proxy.state_store import StateStore
 
 log = logging.getLogger("strangler.server")
@@ -51,21 +56,22 @@ log = logging.getLogger("strangler.server")
 
 
 def comparator_for(config: StranglerConfig) -> Comparator:
-    """The comparator every shadow pair goes through."""
-    return BytesComparator()
+    """The comparator every shadow pair goes through: the diff engine, with a
+    learned-noise model shared by every route and field of this replica."""
+    return DiffComparator(noise=NoiseModel(), sample_body_limit=config.store.body_limit)
 
 
-async def result_listeners(config: StranglerConfig, stack: AsyncExitStack) -> list[ResultListener]:
-    """Listeners that receive every result; register their cleanup on ``stack``."""
-    return []
+async def result_listeners(config: StranglerConfig, stack: AsyncExitStack, url: str) -> list[ResultListener]:
+    """Listeners that receive every result; register their cleanup on ``stack``.
+    ``url`` is the control database (results share it with flips)."""
+    await migrate.upgrade("results", url)
+    writer = ResultWriter(make_engine(url), config.store, redaction=redactions_for(config), owns_engine=True)
+    await writer.start()
+    stack.push_async_callback(writer.close)
+    return [writer]
 
 
 # --------------------------------------------------------------------------
-
-
-def control_url(config: StranglerConfig) -> str:
-    """Where flips live: ``STRANGLER_CONTROL_DATABASE_URL``, ``databases.control``, ``store.url``, the default."""
-    return database_url("control", config.databases.get("control") or config.store.url)
 
 
 class ProxyServer:
@@ -140,7 +146,7 @@ class ProxyServer:
         stack = self._stack
         config = load_config(self.config_path)
 
-        self.store = StateStore(self._state_url or control_url(config))
+        self.store = StateStore(self._state_url or config.control_database_url())
         stack.push_async_callback(self.store.close)
         await self.store.upgrade()
 
@@ -149,7 +155,7 @@ class ProxyServer:
         await self.flips.start()
         stack.push_async_callback(self.flips.stop)
 
-        listeners = await result_listeners(config, stack)
+        listeners = await result_listeners(config, stack, self.store.url)
         self.guardrails = Guardrails(self.flips)
         self.shadow = ShadowDispatcher(config.shadow, comparator_for(config), [*listeners, self.guardrails],
                                        self.runtime)

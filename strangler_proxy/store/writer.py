@@ -44,7 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from strangler_proxy.config import StoreSettings, StranglerConfig
-from strangler_proxy.databases import database_url, make_engine
+from strangler_proxy.databases import make_engine
 from strangler_proxy.errors import StoreError
 from strangler_proxy.result import ShadowResult, Verdict
 from strangler_proxy.store.histogram import BIN_COUNT, bin_index
@@ -156,7 +156,7 @@ class ResultWriter:
     @classmethod
     def for_config(cls, config: StranglerConfig, **kwargs: Any) -> ResultWriter:
         """A writer on the configured results database (owning its engine)."""
-        engine = make_engine(database_url("control", config.store.url))
+        engine = make_engine(config.control_database_url())
         return cls(engine, config.store, redaction=redactions_for(config), owns_engine=True, **kwargs)
 
     # ------------------------------------------------------------ hot path
