@@ -30,15 +30,30 @@ from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.exchange import Exchange, Side
 from strangler_proxy.forwarder import (
-    READ_CHUNK, SMALL_BODY, UPSTREAM_FAILURES, Upstreams, error_kind, request_headers, response_headers, translate,
+    READ_CHUNK,
+    SMALL_BODY,
+    UPSTREAM_FAILURES,
+    Upstreams,
+    error_kind,
+    request_headers,
+    response_headers,
+    translate,
 )
+from strangler_proxy.graphql.gateway import GraphQLGateway
 from strangler_proxy.router import Route
 from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.shadow import DRY_RUN_HEADER, SHADOW_HEADER, SKIP_BODY_TOO_LARGE, ShadowDispatcher, ShadowJob
+from strangler_proxy.shadow import (
+    DRY_RUN_HEADER,
+    SHADOW_HEADER,
+    SKIP_BODY_TOO_LARGE,
+    ShadowDispatcher,
+    ShadowJob,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FALLBACK_HEADER = "X-Strangler-Fallback"
 DEFAULT_ROUTE = "_default"
+GRAPHQL_ROUTE = "graphql"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -118,9 +133,12 @@ class _Served:
 class ProxyHandler:
     """The data plane. Owns one pooled ClientSession per upstream."""
 
-    def __init__(self, runtime: ProxyRuntime, shadow: ShadowDispatcher) -> None:
+    def __init__(
+        self, runtime: ProxyRuntime, shadow: ShadowDispatcher, graphql: GraphQLGateway | None = None
+    ) -> None:
         self.runtime = runtime
         self.shadow = shadow
+        self.graphql = graphql  # answers config.graphql.path when GraphQL is enabled
         self.upstreams = Upstreams()
 
     async def close(self) -> None:
@@ -134,6 +152,8 @@ class ProxyHandler:
         path, _, query = request.raw_path.partition("?")
         if not path.startswith("/") and "://" in path:  # absolute-form -> origin-form
             path = "/" + path.split("://", 1)[1].partition("/")[2]
+        if self.graphql is not None and path == snap.config.graphql.path:
+            return await self._serve_graphql(request, self.graphql, start)
         route = snap.table.match(method, path, request.headers)
 
         # ---- choose the side that serves, and whether to mirror
@@ -160,6 +180,17 @@ class ProxyHandler:
                                 served.status, duration, served.fallback, served.error)
         assert served.response is not None
         return served.response
+
+    async def _serve_graphql(self, request: BaseRequest, gateway: GraphQLGateway, start: float) -> web.StreamResponse:
+        """The gateway answers; each field goes to its owner (see graphql/gateway.py)."""
+        response = await gateway.handle(request)  # type: ignore[arg-type]  # BaseRequest is enough
+        duration = time.perf_counter() - start
+        runtime = self.runtime
+        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, response.status, duration)
+        runtime.counters(GRAPHQL_ROUTE).requests += 1
+        runtime.access_log.emit(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, request.method, request.raw_path,
+                                response.status, duration, False, None)
+        return response
 
     async def _serve_route(
         self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str
@@ -401,20 +432,22 @@ class ProxyRunner(web.ServerRunner):
         await self.proxy_server.proxy.close()
 
 
-def build_proxy_app(runtime: ProxyRuntime, shadow: ShadowDispatcher) -> ProxyServer:
+def build_proxy_app(
+    runtime: ProxyRuntime, shadow: ShadowDispatcher, graphql: GraphQLGateway | None = None
+) -> ProxyServer:
     """The proxy as a low-level aiohttp server (run it with :class:`ProxyRunner`)."""
-    return ProxyServer(ProxyHandler(runtime, shadow))
+    return ProxyServer(ProxyHandler(runtime, shadow, graphql))
 
 
 async def start_proxy(
-    runtime: ProxyRuntime, shadow: ShadowDispatcher, host: str, port: int
+    runtime: ProxyRuntime, shadow: ShadowDispatcher, host: str, port: int, graphql: GraphQLGateway | None = None
 ) -> tuple[ProxyRunner, int]:
     """Listen on host:port (0 = any free port); returns the runner and the bound port.
 
     ``await runner.cleanup()`` stops listening and closes the upstream pools;
     the shadow dispatcher is started/stopped by its owner.
     """
-    runner = ProxyRunner(build_proxy_app(runtime, shadow), access_log=None)
+    runner = ProxyRunner(build_proxy_app(runtime, shadow, graphql), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

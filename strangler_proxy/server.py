@@ -23,29 +23,38 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import aiohttp
+
+from strangler_proxy import migrate
 from strangler_proxy.admin import AdminContext, start_admin
-from strangler_proxy.config import StranglerConfig, load_config
+from strangler_proxy.comparator import DiffComparator
+from strangler_proxy.config import CompareConfig, StranglerConfig, load_config
+from strangler_proxy.databases import make_engine
 from strangler_proxy.flips import FlipService
+from strangler_proxy.graphql.gateway import GraphQLGateway
+from strangler_proxy.graphql.ownership import Ownership
 from strangler_proxy.guardrails import Guardrails
+from strangler_proxy.noise import NoiseModel
 from strangler_proxy.proxy_app import start_proxy
 from strangler_proxy.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
 from strangler_proxy.result import ResultListener
+from strangler_proxy.router import RouteState
 from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.comparator import DiffComparator
-from strangler_proxy.noise import NoiseModel
 from strangler_proxy.shadow import Comparator, ShadowDispatcher
-from strangler_proxy import migrate
-from strangler_proxy.databases import make_engine
+from strangler_proxy.state_store import StateStore
 from strangler_proxy.store import ResultWriter
 from strangler_proxy.store.redaction import redactions_for
-from strangler_proxy.state_store import StateStore
 
 log = logging.getLogger("strangler.server")
+
+# The gateway's own pool towards the GraphQL backends.
+GRAPHQL_CONNECTIONS = 256
 
 
 # --------------------------------------------------------------------------
@@ -102,6 +111,9 @@ class ProxyServer:
         self._stack = AsyncExitStack()
         self.port = 0
         self.admin_port = 0
+        self.graphql: GraphQLGateway | None = None
+        self._rules_config: StranglerConfig | None = None
+        self._rules: dict[str, CompareConfig] = {}
         self.host = ""
         self.admin_host = ""
 
@@ -181,12 +193,55 @@ class ProxyServer:
         )
         stack.push_async_callback(admin_runner.cleanup)
 
+        self.graphql = await self._start_graphql(config, stack)
+
         self.host = self._host or config.proxy.listen.host
         runner, self.port = await start_proxy(
-            self.runtime, self.shadow, self.host, config.proxy.listen.port if self._port is None else self._port
+            self.runtime,
+            self.shadow,
+            self.host,
+            config.proxy.listen.port if self._port is None else self._port,
+            graphql=self.graphql,
         )
         stack.push_async_callback(runner.cleanup)
         log.info("proxy on %s, admin API on %s, flips in %s", self.url, self.admin_url, self.store.url)
+
+    async def _start_graphql(self, config: StranglerConfig, stack: AsyncExitStack) -> GraphQLGateway | None:
+        """Compose the backends' schemas (refusing to start on a conflict) and keep
+        the field ownership in step with every flip and reload."""
+        if not config.graphql.enabled:
+            return None
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=GRAPHQL_CONNECTIONS))
+        stack.push_async_callback(session.close)
+        gateway = await GraphQLGateway.create(
+            config,
+            session,
+            overrides=self.flips.overrides(),
+            shadower_args={
+                "comparator": self.shadow.comparator,
+                "publish": self.shadow.publish,
+                "rules_for": self._field_rules,
+            },
+        )
+        if gateway.shadower is not None:
+            stack.push_async_callback(gateway.shadower.drain)
+
+        def follow_flips(overrides: Mapping[str, RouteState]) -> None:
+            gateway.set_ownership(Ownership.build(self.runtime.config.graphql, overrides))
+
+        self.flips.add_listener(follow_flips)
+        return gateway
+
+    def _field_rules(self, name: str) -> CompareConfig:
+        """Compare rules of a GraphQL field, merged once per config."""
+        config = self.runtime.config
+        if self._rules_config is not config:
+            self._rules_config, self._rules = config, {}
+        rules = self._rules.get(name)
+        if rules is None:
+            field = config.graphql.fields.get(name)
+            rules = self._rules[name] = config.compare_for(field) if field is not None else config.compare
+        return rules
 
     async def _reload(self) -> dict[str, Any]:
         return await self.reloader.reload_now(trigger="admin API")

@@ -13,12 +13,21 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from yarl import URL
 
-from strangler_proxy.cli.db_commands import DEFAULT_CONFIG, ConfigOption, configured_url, err_console, shown_url
+from strangler_proxy.cli.db_commands import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    configured_url,
+    err_console,
+    shown_url,
+)
+from strangler_proxy.config import load_config
 from strangler_proxy.errors import StranglerError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -46,13 +55,43 @@ class Component:
 
 @dataclass(frozen=True, slots=True)
 class StackOptions:
-    """What ``strangler up`` was asked for."""
+    """What ``strangler up`` was asked for. Ports not given here come from
+    ``strangler.yaml``: each upstream's URL is where that component listens,
+    ``proxy.listen`` / ``proxy.admin`` are the proxy's."""
 
     host: str = DEFAULT_HOST
-    monolith_port: int = DEFAULT_MONOLITH_PORT
+    monolith_port: int | None = None
+    proxy_port: int | None = None
+    admin_port: int | None = None
     titles: int = DEFAULT_UP_TITLES
     seed: int = DEFAULT_UP_SEED
     config: str = DEFAULT_CONFIG
+    with_services: bool = True
+    with_proxy: bool = True
+
+
+def upstream_port(config: str, upstream: str, default: int) -> int:
+    """The port of ``upstream``'s URL in ``config`` (``default`` without a file or that upstream)."""
+    path = Path(config)
+    if not path.is_file():
+        return default
+    found = load_config(path).upstreams.get(upstream)
+    if found is None:
+        return default
+    return URL(found.url).port or default
+
+
+def proxy_component(options: StackOptions) -> Component:
+    """The strangler proxy (and its admin API) in front of everything."""
+    from strangler_proxy.server import ProxyServer
+
+    proxy = ProxyServer(options.config, port=options.proxy_port, admin_port=options.admin_port, sighup=True)
+
+    async def start() -> str:
+        url = await proxy.start()
+        return f"{url}  (admin API {proxy.admin_url})"
+
+    return Component("proxy", start, proxy.stop)
 
 
 def monolith_component(database_url: str, *, host: str, port: int, titles: int | None, seed: int) -> Component:
@@ -75,16 +114,25 @@ def monolith_component(database_url: str, *, host: str, port: int, titles: int |
 
 
 def stack_components(options: StackOptions) -> list[Component]:
-    """Everything ``strangler up`` runs, in start order."""
-    return [
+    """Everything ``strangler up`` runs, in start order: the monolith, the
+    extracted services and their sync workers, then the proxy in front."""
+    from strangler_proxy.cli.service_commands import service_components
+
+    monolith_port = options.monolith_port or upstream_port(options.config, "legacy", DEFAULT_MONOLITH_PORT)
+    components = [
         monolith_component(
             configured_url("monolith", options.config),
             host=options.host,
-            port=options.monolith_port,
+            port=monolith_port,
             titles=options.titles,
             seed=options.seed,
         ),
     ]
+    if options.with_services:
+        components += service_components(options.config, options.host)
+    if options.with_proxy:
+        components.append(proxy_component(options))
+    return components
 
 
 async def run_stack(
@@ -145,15 +193,29 @@ def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(
         host: str = typer.Option(DEFAULT_HOST, help="Interface every component listens on"),
-        monolith_port: int = typer.Option(DEFAULT_MONOLITH_PORT, help="Port of the legacy monolith"),
+        monolith_port: int | None = typer.Option(None, help="Port of the monolith [default: from strangler.yaml]"),
+        proxy_port: int | None = typer.Option(None, help="Port of the proxy [default: proxy.listen.port]"),
+        admin_port: int | None = typer.Option(None, help="Port of the admin API [default: proxy.admin.port]"),
         titles: int = typer.Option(
             DEFAULT_UP_TITLES, min=0, help="Titles to seed when the catalogue is empty (0: none)"
         ),
         seed: int = typer.Option(DEFAULT_UP_SEED, help="Seed of the generated catalogue"),
+        services: bool = typer.Option(True, help="Start the extracted services and their sync workers"),
+        proxy: bool = typer.Option(True, help="Start the proxy"),
         config: str = ConfigOption,
     ) -> None:
         """Start the whole local stack (migrated, seeded if empty) until Ctrl-C."""
-        options = StackOptions(host=host, monolith_port=monolith_port, titles=titles, seed=seed, config=config)
+        options = StackOptions(
+            host=host,
+            monolith_port=monolith_port,
+            proxy_port=proxy_port,
+            admin_port=admin_port,
+            titles=titles,
+            seed=seed,
+            config=config,
+            with_services=services,
+            with_proxy=proxy,
+        )
         try:
             components = stack_components(options)
         except StranglerError as exc:
