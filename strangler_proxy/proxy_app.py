@@ -228,6 +228,10 @@ class ProxyHandler:
         can_fall_back = route.config.fallback and method in SAFE_METHODS and not request.body_exists
         served = await self._forward(request, config, route.target, "target", method, target_path, query, route, tee,
                                      fallback=can_fall_back)
+        if tee is None:  # nothing compares this answer: guardrails still see how the target did
+            self.shadow.served(route.name, route.mode.value, method, request.raw_path,
+                               served.status or None, served.latency_s,
+                               served.error if served.error != "client-disconnected" else None)
         if served.fallback:
             served = await self._forward(request, config, route.legacy, "legacy", method, path, query, route, None,
                                          mark_fallback=True)
@@ -309,6 +313,7 @@ class ProxyHandler:
         metrics.upstream(route.name if route else DEFAULT_ROUTE, side, "served", served.latency_s)
         if fallback and resp.status >= 500:
             resp.close()
+            served.status = resp.status  # what the target said, for the SERVED/CANDIDATE_ERROR record
             served.fallback = True
             return served
         served.status = resp.status

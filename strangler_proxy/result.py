@@ -17,6 +17,11 @@ class Verdict(str, enum.Enum):
     CANDIDATE_ERROR = "candidate-error"
     LEGACY_ERROR = "legacy-error"
     SKIPPED = "skipped"
+    # The candidate served the client and nothing was compared (canary's
+    # target share, extracted without reverse shadow). Counted so guardrails
+    # see the candidate's error rate over all the traffic it serves; never a
+    # readiness sample.
+    SERVED = "served"
 
 
 class DiffKind(str, enum.Enum):

@@ -205,6 +205,19 @@ class ShadowDispatcher:
                               method=method, target=target)
         asyncio.get_running_loop().call_soon(self.publish, result)
 
+    def served(self, route: str, mode: str, method: str, target: str, status: int | None,
+               latency_s: float, error: str | None) -> None:
+        """Record a request the candidate served that nothing compares: SERVED,
+        or CANDIDATE_ERROR when it failed (even if legacy then answered as a
+        fallback). Listeners get it on the next loop iteration."""
+        failed = error is not None or status is None or status >= 500
+        result = ShadowResult(
+            key=route, mode=mode, verdict=Verdict.CANDIDATE_ERROR if failed else Verdict.SERVED, at=time.time(),
+            candidate_status=status, candidate_latency_s=latency_s,
+            reason=(error or f"status {status}") if failed else None, method=method, target=target,
+        )
+        asyncio.get_running_loop().call_soon(self.publish, result)
+
     # ------------------------------------------------------------ the workers
     async def _work(self) -> None:
         queue = self._queue

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from typer.testing import CliRunner
-
 import typer
+from typer.testing import CliRunner
 
 from strangler_proxy.cli import proxy_commands
 from strangler_proxy.cli.proxy_commands import admin_target
+from strangler_proxy.config import load_config
 from strangler_proxy.server import ProxyServer
 
 from .conftest import ADMIN_TOKEN, config_text
@@ -117,8 +117,9 @@ def test_validate_reports_every_error_with_file_and_line(tmp_path: Path) -> None
     r = runner.invoke(app, ["validate", str(bad)])
     assert r.exit_code == 1
     assert f"{bad}:3: routes[0].mode" in r.output and f"{bad}:4: routes[1].path: must start with '/'" in r.output
-    r = runner.invoke(app, ["validate", str(Path(__file__).parents[2] / "strangler.yaml"), "--json"])
-    assert r.exit_code == 0 and json.loads(r.output)["routes"] == 4
+    shipped = Path(__file__).parents[2] / "strangler.yaml"
+    r = runner.invoke(app, ["validate", str(shipped), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["routes"] == len(load_config(shipped).routes) > 0
 
 
 def _free_port() -> int:
