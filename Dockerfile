@@ -15,6 +15,6 @@ RUN pip install -e . \
     && mkdir -p /data && chown strangler /data
 USER strangler
 VOLUME ["/data"]
-EXPOSE 8001
+EXPOSE 8080 8001 8101 8102 8103
 
-CMD ["strangler", "monolith", "--host", "0.0.0.0", "--port", "8001"]
+CMD ["strangler", "up", "--host", "0.0.0.0"]

@@ -59,7 +59,7 @@ class StackOptions:
     ``strangler.yaml``: each upstream's URL is where that component listens,
     ``proxy.listen`` / ``proxy.admin`` are the proxy's."""
 
-    host: str = DEFAULT_HOST
+    host: str | None = None  # None: 127.0.0.1, and the proxy's listen.host from the file
     monolith_port: int | None = None
     proxy_port: int | None = None
     admin_port: int | None = None
@@ -85,7 +85,10 @@ def proxy_component(options: StackOptions) -> Component:
     """The strangler proxy (and its admin API) in front of everything."""
     from strangler_proxy.server import ProxyServer
 
-    proxy = ProxyServer(options.config, port=options.proxy_port, admin_port=options.admin_port, sighup=True)
+    # The admin API keeps its own (loopback) address whatever --host says.
+    proxy = ProxyServer(
+        options.config, port=options.proxy_port, admin_port=options.admin_port, host=options.host, sighup=True
+    )
 
     async def start() -> str:
         url = await proxy.start()
@@ -122,14 +125,14 @@ def stack_components(options: StackOptions) -> list[Component]:
     components = [
         monolith_component(
             configured_url("monolith", options.config),
-            host=options.host,
+            host=options.host or DEFAULT_HOST,
             port=monolith_port,
             titles=options.titles,
             seed=options.seed,
         ),
     ]
     if options.with_services:
-        components += service_components(options.config, options.host)
+        components += service_components(options.config, options.host or DEFAULT_HOST)
     if options.with_proxy:
         components.append(proxy_component(options))
     return components
@@ -192,7 +195,9 @@ def _run(components: list[Component]) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(
-        host: str = typer.Option(DEFAULT_HOST, help="Interface every component listens on"),
+        host: str | None = typer.Option(
+            None, help="Interface the monolith, services and proxy listen on [default: 127.0.0.1 / the file's]"
+        ),
         monolith_port: int | None = typer.Option(None, help="Port of the monolith [default: from strangler.yaml]"),
         proxy_port: int | None = typer.Option(None, help="Port of the proxy [default: proxy.listen.port]"),
         admin_port: int | None = typer.Option(None, help="Port of the admin API [default: proxy.admin.port]"),
