@@ -22,6 +22,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 DATABASE_NAMES = ("monolith", "control", "ratings", "credits", "images")
+
+# Constraint names every strangler-owned schema uses, so alembic and
+# create_all name constraints the same way on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 DEFAULT_DATA_DIR = "data"
 
 

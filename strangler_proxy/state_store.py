@@ -27,20 +27,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from strangler_proxy.databases import is_sqlite, make_engine
+from strangler_proxy.databases import NAMING_CONVENTION, is_sqlite, make_engine
 from strangler_proxy.errors import StoreError
 
 DEFAULT_AUDIT_LIMIT = 50
 MAX_AUDIT_LIMIT = 1000
-
-# Alembic and create_all name constraints the same way on every backend.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 
 class Base(DeclarativeBase):

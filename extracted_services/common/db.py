@@ -15,20 +15,12 @@ from aiohttp import web
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from strangler_proxy.databases import is_sqlite, make_engine
+from strangler_proxy.databases import NAMING_CONVENTION, is_sqlite, make_engine
 
 ENGINE = web.AppKey("service_engine", AsyncEngine)
 # SQLite has one writer; serialising a process's own writes avoids "database
 # is locked" between the pool's connections (other processes wait on busy_timeout).
 WRITE_LOCK = web.AppKey("service_write_lock", asyncio.Lock)
-
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
 
 
 def service_metadata() -> MetaData:

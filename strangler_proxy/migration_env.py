@@ -1,10 +1,17 @@
-"""The body of every service's ``migrations/<service>/env.py``.
+"""The body of every ``migrations/<name>/env.py`` (one alembic environment per database).
 
-Async engine, a version table of its own (``alembic_version_<service>``) so
+Async engine, a version table of its own (``alembic_version_<name>``) so
 several environments can share one database, batch mode on SQLite (which
-cannot ALTER most things). The URL comes in programmatically:
-``config.attributes["url"]`` or the ``sqlalchemy.url`` main option; a caller
-already inside an event loop may hand over a sync ``connection`` instead.
+cannot ALTER most things). The URL comes in programmatically (see
+strangler_proxy/migrate.py): ``config.attributes["url"]`` or the
+``sqlalchemy.url`` main option, else ``databases.database_url(database)``; a
+caller already inside an event loop may hand over a sync ``connection`` instead.
+
+    # migrations/ratings/env.py
+    from extracted_services.ratings.models import metadata
+    from strangler_proxy.migration_env import run_environment
+
+    run_environment("ratings", metadata)
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ from sqlalchemy.engine import Connection
 from strangler_proxy.databases import database_url, is_sqlite, make_engine
 
 
-def run_environment(service: str, metadata: MetaData) -> None:
+def run_environment(name: str, metadata: MetaData, *, database: str | None = None) -> None:
+    """Run environment ``name`` on ``database`` (default: the database of the same name)."""
     config = context.config
-    version_table = f"alembic_version_{service}"
-    url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or database_url(service)
+    version_table = f"alembic_version_{name}"
+    url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or database_url(database or name)
 
     def configure(connection: Connection | None) -> None:
         opts = dict(
