@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install bench clean
+.PHONY: up test install lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,6 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+lint: $(STAMP)
+	$(BIN)/ruff check strangler_proxy legacy_monolith extracted_services tests bench
