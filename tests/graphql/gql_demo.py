@@ -10,7 +10,7 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -74,6 +74,7 @@ class Demo:
 
     ports: dict[str, int]
     session: aiohttp.ClientSession
+    servers: dict[str, TestServer] = field(default_factory=dict)  # to stop one mid-test
 
     def config(self, extracted: tuple[str, ...] = (), mode: str = "extracted") -> StranglerConfig:
         ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in self.ports.items())
@@ -111,7 +112,7 @@ async def running_demo(dbs: dict[str, str]) -> AsyncIterator[Demo]:
         await s.start_server()
     session = aiohttp.ClientSession()
     try:
-        yield Demo({n: s.port for n, s in servers.items()}, session)  # type: ignore[misc]
+        yield Demo({n: s.port for n, s in servers.items()}, session, servers)  # type: ignore[misc]
     finally:
         await session.close()
         for s in servers.values():
