@@ -2,10 +2,18 @@
 
 :class:`Guardrails` is a :class:`~strangler_proxy.result.ResultListener`. For
 every route or field in ``canary`` or ``extracted`` it keeps a sliding window
-of the last ``window`` results no older than ``window_s`` seconds, counting
-candidate errors and mismatches (legacy errors and skipped comparisons are not
-the candidate's fault and are not counted). When the window holds at least
-``min_samples`` results and either rate is *above* its threshold, the route is
+of the last ``window`` results no older than ``window_s`` seconds: every
+request the candidate handled, mirrored or served. MATCH and SERVED (the
+candidate served the client, nothing compared) are OK outcomes, CANDIDATE_ERROR
+an error -- on mirrored or served traffic alike -- and MISMATCH a mismatch; so
+the error rate is over all the traffic the candidate handled, and a route in
+``extracted`` without reverse shadow (or canary at 100 %) is watched too.
+Legacy errors and skipped comparisons are not the candidate's doing and are
+not counted. The error rate is errors over every result in the window; the
+mismatch rate is mismatches over the *compared* ones (served traffic cannot
+mismatch), judged only once at least ``min_samples`` were compared. When the
+window holds at least ``min_samples`` results and either rate is *above* its
+threshold, the route is
 rolled back -- through :meth:`FlipService.flip`, so atomically, persisted and
 audited (``who="guardrails"``, ``kind="rollback"``, the figures in
 ``details``) -- to the mode it had before it entered canary/extracted
@@ -48,8 +56,16 @@ WHO_PROMOTION = "promotion"
 GRAPHQL_KEY_PREFIX = "graphql:"
 DEFAULT_TICK_S = 1.0
 
-_OK, _ERROR, _MISMATCH = 0, 1, 2
-_COUNTED = {Verdict.MATCH: _OK, Verdict.CANDIDATE_ERROR: _ERROR, Verdict.MISMATCH: _MISMATCH}
+# SERVED is an OK outcome for the error rate; it is kept apart only so the
+# mismatch rate stays over compared results (served traffic cannot mismatch:
+# counting it would dilute the rate by the canary's percent).
+_OK, _ERROR, _MISMATCH, _SERVED = 0, 1, 2, 3
+_COUNTED = {
+    Verdict.MATCH: _OK,
+    Verdict.SERVED: _SERVED,
+    Verdict.CANDIDATE_ERROR: _ERROR,
+    Verdict.MISMATCH: _MISMATCH,
+}
 
 STATE_INACTIVE = "inactive"
 STATE_WARMING_UP = "warming up"
@@ -65,6 +81,7 @@ class _Window:
     samples: deque[tuple[float, int]] = field(default_factory=deque)
     errors: int = 0
     mismatches: int = 0
+    served: int = 0
     rolling_back: bool = False
     warned_insufficient: bool = False
     last_step: float = 0.0  # when the percent was last stepped up (progressive promotion)
@@ -73,6 +90,7 @@ class _Window:
         self.samples.append((now, outcome))
         self.errors += outcome == _ERROR
         self.mismatches += outcome == _MISMATCH
+        self.served += outcome == _SERVED
         while len(self.samples) > limit:
             self._drop()
 
@@ -84,15 +102,23 @@ class _Window:
         _, outcome = self.samples.popleft()
         self.errors -= outcome == _ERROR
         self.mismatches -= outcome == _MISMATCH
+        self.served -= outcome == _SERVED
+
+    @property
+    def compared(self) -> int:
+        """Results in the window that compared something (all but SERVED)."""
+        return len(self.samples) - self.served
 
     def figures(self, cfg: GuardrailConfig, now: float) -> dict[str, Any]:
-        n = len(self.samples)
+        n, compared = len(self.samples), self.compared
         return {
             "samples": n,
+            "served": self.served,
+            "compared": compared,
             "errors": self.errors,
             "mismatches": self.mismatches,
             "error_rate": round(self.errors / n, 4) if n else 0.0,
-            "mismatch_rate": round(self.mismatches / n, 4) if n else 0.0,
+            "mismatch_rate": round(self.mismatches / compared, 4) if compared else 0.0,
             "span_s": round(now - self.samples[0][0], 3) if n else 0.0,
             "min_samples": cfg.min_samples,
             "max_error_rate": cfg.max_error_rate,
@@ -161,13 +187,14 @@ class Guardrails:
         window.prune(now, cfg.window_s)
         if window.rolling_back or len(window.samples) < cfg.min_samples:
             return
-        n = len(window.samples)
-        tripped = [
-            what for what, count, limit in (
-                ("error_rate", window.errors, cfg.max_error_rate),
-                ("mismatch_rate", window.mismatches, cfg.max_mismatch_rate),
-            ) if count / n > limit
-        ]
+        n, compared = len(window.samples), window.compared
+        tripped = []
+        if window.errors / n > cfg.max_error_rate:  # over everything the candidate handled
+            tripped.append("error_rate")
+        # Over compared results only, and only once there are min_samples of
+        # them: a handful of comparisons in a mostly-served window decides nothing.
+        if compared >= cfg.min_samples and window.mismatches / compared > cfg.max_mismatch_rate:
+            tripped.append("mismatch_rate")
         if tripped:
             window.rolling_back = True
             figures = window.figures(cfg, now) | {"tripped": tripped, "from": {"mode": state.mode.value,

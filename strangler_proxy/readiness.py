@@ -4,11 +4,16 @@ A key is ready when all four hold, with its :class:`ReadinessConfig` (the
 route's or field's own, else the global one):
 
 1. at least ``min_samples`` compared samples (match + mismatch + candidate
-   error; legacy errors and skipped requests compared nothing);
+   error; legacy errors, skipped requests and requests the candidate served
+   without a comparison (SERVED) compared nothing);
 2. the upper bound of the 95 % Wilson score interval on the mismatch rate is
    under ``max_mismatch_rate`` -- so a clean run of 100 samples does not
    prove a 1 % threshold (its bound is 3.7 %), a clean run of 400 does;
-3. the observed candidate error rate is under ``max_error_rate``;
+3. the observed candidate error rate is under ``max_error_rate``. Candidate
+   errors count wherever they happened -- mirrored or served to a client --
+   so the rate is over every request the candidate handled
+   (:attr:`VerdictCounts.handled`: compared + served), not over the compared
+   samples alone, which would overstate it by the served share;
 4. the candidate's p99 latency is at most ``latency_factor`` x legacy's.
 
     >>> round(wilson_upper(0, 100), 4)
@@ -19,6 +24,9 @@ route's or field's own, else the global one):
     (True, 'ready')
     >>> evaluate(VerdictCounts(match=7), None, None, ReadinessConfig()).label
     'insufficient samples (7/100)'
+    >>> served = evaluate(VerdictCounts(match=7, candidate_error=1, served=92), None, None, ReadinessConfig())
+    >>> served.samples, served.error_rate
+    (8, 0.01)
 """
 
 from __future__ import annotations
@@ -90,9 +98,10 @@ def evaluate(
 ) -> Readiness:
     """Apply the readiness rules to one key's counts and latencies."""
     n = counts.compared
+    handled = counts.handled
     mismatch_rate = counts.mismatch / n if n else None
     upper = wilson_upper(counts.mismatch, n) if n else None
-    error_rate = counts.candidate_error / n if n else None
+    error_rate = counts.candidate_error / handled if handled else None
     ratio = None
     if legacy_p99_s and candidate_p99_s is not None:
         ratio = candidate_p99_s / legacy_p99_s

@@ -73,11 +73,13 @@ def key_to_json(k: KeyReport) -> dict[str, Any]:
             "candidate_error": c.candidate_error,
             "legacy_error": c.legacy_error,
             "skipped": c.skipped,
+            "served": c.served,  # served by the target, nothing compared; not samples
             "total": c.total,
         },
         "match_rate": _rate(c.match, n),
         "mismatch_rate": _rate(c.mismatch, n),
-        "candidate_error_rate": _rate(c.candidate_error, n),
+        # Over every request the candidate handled (compared + served), as readiness judges it.
+        "candidate_error_rate": _rate(c.candidate_error, c.handled),
         "latency_ms": {
             "legacy": {"p50": _ms(k.p("legacy", 0.5)), "p99": _ms(k.p("legacy", 0.99))},
             "candidate": {"p50": _ms(k.p("candidate", 0.5)), "p99": _ms(k.p("candidate", 0.99))},
@@ -107,6 +109,7 @@ def key_to_json(k: KeyReport) -> dict[str, Any]:
                 "start": _iso(p.start),
                 "end": _iso(p.end),
                 "samples": p.counts.compared,
+                "served": p.counts.served,
                 "match_rate": _rate(p.counts.match, p.counts.compared),
                 "legacy_p99_ms": _ms(p.legacy_latency.quantile(0.99)),
                 "candidate_p99_ms": _ms(p.candidate_latency.quantile(0.99)),

@@ -1,5 +1,11 @@
 """The terminal report: one rich table, routes and GraphQL fields together,
-then the top differing paths of every key that has any."""
+then the top differing paths of every key that has any.
+
+"samples" are compared requests (what readiness judges); "served by target"
+are requests the candidate answered with nothing compared (canary's target
+share, extracted without reverse shadow) -- shown so an extracted route is
+visibly busy even when it has no samples. Candidate errors include those of
+served traffic."""
 
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ def render_text(report: Report, console: Console) -> None:
         ("match", "right"),
         ("mismatch", "right"),
         ("cand. errors", "right"),
+        ("served by target", "right"),
         ("noise paths", "right"),
         ("legacy p50/p99 ms", "right"),
         ("candidate p50/p99 ms", "right"),
@@ -59,6 +66,7 @@ def render_text(report: Report, console: Console) -> None:
             _pct(c.match, c.compared),
             _pct(c.mismatch, c.compared),
             str(c.candidate_error),
+            str(c.served),
             str(len(k.summary.noise)),
             f"{_ms(k.p('legacy', 0.5))} / {_ms(k.p('legacy', 0.99))}",
             f"{_ms(k.p('candidate', 0.5))} / {_ms(k.p('candidate', 0.99))}",

@@ -1,4 +1,18 @@
-"""Verdict counts of one key (over a bucket, a time span or all time)."""
+"""Verdict counts of one key (over a bucket, a time span or all time).
+
+Two different denominators, on purpose:
+
+- :attr:`VerdictCounts.compared` -- the readiness *samples*: results where the
+  candidate was judged against legacy (or failed outright);
+- :attr:`VerdictCounts.handled` -- every request the candidate handled,
+  mirrored or served: the denominator of its *error rate*, because candidate
+  errors count wherever they happen (a 5xx on target-served traffic is as
+  real as one on mirrored traffic).
+
+    >>> c = VerdictCounts(match=98, candidate_error=2, served=100)
+    >>> c.compared, c.handled, c.total
+    (100, 200, 200)
+"""
 
 from __future__ import annotations
 
@@ -7,22 +21,33 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class VerdictCounts:
-    """How many results of each verdict one key has."""
+    """How many results of each verdict one key has.
+
+    ``served`` counts requests the candidate served with nothing compared
+    (canary's target share, extracted without reverse shadow) and that did
+    not fail; the failed ones are in ``candidate_error``.
+    """
 
     match: int = 0
     mismatch: int = 0
     candidate_error: int = 0
     legacy_error: int = 0
     skipped: int = 0
+    served: int = 0
 
     @property
     def compared(self) -> int:
-        """Samples where the candidate was actually judged."""
+        """Samples where the candidate was actually judged (never SERVED)."""
         return self.match + self.mismatch + self.candidate_error
 
     @property
+    def handled(self) -> int:
+        """Requests the candidate answered or failed: compared plus served."""
+        return self.compared + self.served
+
+    @property
     def total(self) -> int:
-        return self.compared + self.legacy_error + self.skipped
+        return self.compared + self.legacy_error + self.skipped + self.served
 
     def __add__(self, other: VerdictCounts) -> VerdictCounts:
         return VerdictCounts(
@@ -31,4 +56,5 @@ class VerdictCounts:
             self.candidate_error + other.candidate_error,
             self.legacy_error + other.legacy_error,
             self.skipped + other.skipped,
+            self.served + other.served,
         )

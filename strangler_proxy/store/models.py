@@ -1,6 +1,7 @@
 """Tables of the results store (in the ``control`` database).
 
-    result_buckets  one row per key and time bucket: verdict counts and the
+    result_buckets  one row per key and time bucket: verdict counts (``served``:
+                    answered by the candidate, nothing compared) and the
                     latency histograms of both sides (JSON bin-count arrays,
                     see :mod:`.histogram`), added to on conflict
     diff_paths      per key, bucket, path and kind: how often it differed
@@ -15,7 +16,7 @@ JSON columns are TEXT written with orjson so both dialects store the same bytes.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Constraint names are fixed so alembic migrations can refer to them on
@@ -53,6 +54,8 @@ class ResultBucket(ResultsBase):
     candidate_error: Mapped[int] = mapped_column(BigInteger, default=0)
     legacy_error: Mapped[int] = mapped_column(BigInteger, default=0)
     skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Served by the candidate, nothing compared (revision results_0002).
+    served: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     legacy_latency: Mapped[str] = mapped_column(Text, default="[]")
     candidate_latency: Mapped[str] = mapped_column(Text, default="[]")
 

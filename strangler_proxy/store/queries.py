@@ -106,6 +106,7 @@ def _counts(row: Any) -> VerdictCounts:
         int(row.candidate_error or 0),
         int(row.legacy_error or 0),
         int(row.skipped or 0),
+        int(row.served or 0),
     )
 
 
@@ -151,6 +152,7 @@ class ResultsReader:
                 _B.c.candidate_error,
                 _B.c.legacy_error,
                 _B.c.skipped,
+                _B.c.served,
                 _B.c.legacy_latency,
                 _B.c.candidate_latency,
             ).order_by(_B.c.key, _B.c.bucket_start)

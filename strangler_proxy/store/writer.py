@@ -70,9 +70,13 @@ VERDICT_COLUMN = {
     Verdict.CANDIDATE_ERROR: "candidate_error",
     Verdict.LEGACY_ERROR: "legacy_error",
     Verdict.SKIPPED: "skipped",
+    Verdict.SERVED: "served",
 }
 COUNT_COLUMNS = tuple(VERDICT_COLUMN.values())
-# Verdicts worth an example in the report; matches are only counted.
+# Verdicts worth an example in the report; matches and SERVED are only
+# counted (a served request has no legacy side to show). Candidate errors are
+# sampled wherever they happened, served traffic included: the reason and
+# status are what an operator needs.
 _SAMPLED = frozenset({Verdict.MISMATCH, Verdict.CANDIDATE_ERROR, Verdict.LEGACY_ERROR})
 _DAY_S = 86_400.0
 _FLUSH_TASK = "results-flush"
@@ -110,6 +114,13 @@ class _Batch:
     noise_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     noise_source: dict[tuple[str, str], str] = field(default_factory=dict)
     samples: dict[tuple[str, str], deque[ShadowResult]] = field(default_factory=dict)
+
+
+def _measured(latency_s: float | None) -> float | None:
+    """The latency if it was measured. A round trip always takes some time:
+    the data plane reports 0.0 for a served request that got no answer at all
+    (connect error, timeout), which would drag the quantiles down."""
+    return latency_s if latency_s is not None and latency_s > 0.0 else None
 
 
 def _cut(path: str) -> str:
@@ -270,11 +281,14 @@ class ResultWriter:
                 agg = batch.buckets[(r.key, start)] = _BucketAgg()
             agg.counts[VERDICT_COLUMN[r.verdict]] += 1
             if r.verdict is not Verdict.SKIPPED:
-                if r.legacy_latency_s is not None:
-                    agg.legacy[bin_index(r.legacy_latency_s)] += 1
+                # SERVED results add to the candidate histogram on purpose: it
+                # is the candidate's real latency under real load, and in
+                # extracted mode without reverse shadow the only latency there is.
+                if (legacy_s := _measured(r.legacy_latency_s)) is not None:
+                    agg.legacy[bin_index(legacy_s)] += 1
                     agg.has_latency = True
-                if r.candidate_latency_s is not None:
-                    agg.candidate[bin_index(r.candidate_latency_s)] += 1
+                if (candidate_s := _measured(r.candidate_latency_s)) is not None:
+                    agg.candidate[bin_index(candidate_s)] += 1
                     agg.has_latency = True
             for path, kind in {(_cut(d.path), d.kind.value) for d in r.differences}:
                 batch.paths[(r.key, start, path, kind)] += 1

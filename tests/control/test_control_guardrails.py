@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from strangler_proxy.config import Mode
 from strangler_proxy.guardrails import STATE_INSUFFICIENT, STATE_OK, STATE_WARMING_UP, Guardrails
@@ -90,37 +92,110 @@ async def test_progressive_promotion_steps_up_while_ready(services) -> None:
     assert (entry.who, entry.kind, entry.details["samples"]) == ("promotion", "promotion", 25)
 
 
-async def test_a_candidate_that_starts_failing_under_load_is_rolled_back(tmp_path: Path, upstreams, sqlite_url) -> None:
+async def test_served_traffic_is_ok_for_the_error_rate_and_not_a_comparison(services) -> None:
+    svc = await services(make_config(extra=GUARDS))
+    await svc.flip("ratings", "canary", 90, who="ops")
+    guard = Guardrails(svc)
+    guard.start()
+    try:
+        for i in range(50):  # 45 served, 5 failed: 10 % errors over all the candidate handled
+            guard.observe(result(Verdict.CANDIDATE_ERROR if i % 10 == 0 else Verdict.SERVED))
+        await asyncio.sleep(0.05)
+        status = guard.status("ratings")
+        assert (status["state"], status["samples"], status["served"], status["error_rate"]) == (STATE_OK, 50, 45, 0.1)
+        assert svc.state("ratings").mode is Mode.CANARY
+        # Mismatches are judged over compared results only: 5 of 20 compared is
+        # 25 % > 20 %, though only 10 % of a window diluted by 30 served ones.
+        for i in range(50):
+            guard.observe(result(Verdict.SERVED if i < 30 else Verdict.MISMATCH if i % 4 == 0 else Verdict.MATCH))
+        await asyncio.sleep(0.05)
+        assert svc.state("ratings").mode is Mode.SHADOW
+        [entry, *_] = await svc.audit(name="ratings")
+        assert entry.details["tripped"] == ["mismatch_rate"]
+        assert (entry.details["compared"], entry.details["mismatches"], entry.details["mismatch_rate"]) == (20, 5, 0.25)
+    finally:
+        await guard.stop()
+
+
+@dataclass(frozen=True)
+class FailingTarget:
+    """How a route reaches the candidate before its target starts failing."""
+
+    flips: tuple[tuple[str, float | None], ...]  # what a person flips, in order
+    rolled_back_to: str  # the mode before it entered canary/extracted
+    ratings_extra: str = ""
+    served_only: bool = False  # nothing mirrored: only SERVED / CANDIDATE_ERROR results
+    clients_see_errors: bool = True
+
+
+FAILING_TARGETS = {
+    # Legacy serves 90 % (mirrored and compared), the target 10 %.
+    "canary-10-mirrored": FailingTarget(flips=(("canary", 10),), rolled_back_to="shadow"),
+    # The target serves everything and nothing compares; it fails, legacy answers as a fallback,
+    # so no client notices -- and the guardrails still see the candidate's errors.
+    "extracted-no-reverse-shadow": FailingTarget(
+        flips=(("legacy", None), ("extracted", None)), rolled_back_to="legacy",
+        ratings_extra="    fallback: true\n", served_only=True, clients_see_errors=False,
+    ),
+    # Canary at 100 % mirrors nothing either.
+    "canary-100-unmirrored": FailingTarget(flips=(("canary", 100),), rolled_back_to="shadow", served_only=True),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILING_TARGETS.values()), ids=list(FAILING_TARGETS))
+async def test_a_candidate_that_starts_failing_under_load_is_rolled_back(
+    case: FailingTarget, tmp_path: Path, upstreams, sqlite_url
+) -> None:
     legacy, ratings = await upstreams("legacy"), await upstreams("ratings")
     path = tmp_path / "strangler.yaml"
-    path.write_text(config_text(legacy_port=legacy.port, target_port=ratings.port, extra=GUARDS))
+    path.write_text(config_text(legacy_port=legacy.port, target_port=ratings.port, extra=GUARDS,
+                                ratings_extra=case.ratings_extra))
     async with ProxyServer(path, port=0, admin_port=0, state_url=sqlite_url, watch=False) as s, \
             httpx.AsyncClient(timeout=5) as client:
-        r = await client.post(f"{s.admin_url}/routes/ratings/flip", headers=AUTH, json={"mode": "canary", "percent": 10})
-        assert r.status_code == 200
+        for mode, percent in case.flips:
+            r = await client.post(f"{s.admin_url}/routes/ratings/flip", headers=AUTH,
+                                  json={"mode": mode} | ({"percent": percent} if percent is not None else {}))
+            assert r.status_code == 200, r.text
+        active = Mode(case.flips[-1][0])
+        statuses: list[int] = []
 
         async def burst(n: int) -> None:
-            await asyncio.gather(*(client.get(f"{s.url}/api/titles/tt{i}/ratings") for i in range(n)))
+            answers = await asyncio.gather(*(client.get(f"{s.url}/api/titles/tt{i}/ratings") for i in range(n)))
+            statuses.extend(a.status_code for a in answers)
             await s.shadow.drain()
+            await asyncio.sleep(0)  # results reach the listeners on the next loop iteration
 
-        await burst(60)  # healthy: every comparison matches, nothing happens
-        assert s.runtime.table.get("ratings").mode is Mode.CANARY
-        assert s.guardrails.status("ratings")["state"] == STATE_OK
+        await burst(60)  # healthy: nothing happens
+        assert s.runtime.table.get("ratings").mode is active
+        status = s.guardrails.status("ratings")
+        assert status["state"] == STATE_OK and status["errors"] == 0
+        if case.served_only:  # the window is full of requests nothing compared
+            assert status["served"] == status["samples"] >= 20
 
         ratings.failing = True
         deadline = time.monotonic() + 10
-        while s.runtime.table.get("ratings").mode is Mode.CANARY and time.monotonic() < deadline:
+        while s.runtime.table.get("ratings").mode is active and time.monotonic() < deadline:
             await burst(8)
-        route = s.runtime.table.get("ratings")
-        assert route.mode is Mode.SHADOW  # the mode before it entered canary
+        assert s.runtime.table.get("ratings").mode.value == case.rolled_back_to
+        assert any(code >= 500 for code in statuses) is case.clients_see_errors
 
         [entry, *_] = (await client.get(f"{s.admin_url}/audit", headers=AUTH)).json()["entries"]
         assert (entry["who"], entry["kind"], entry["from"]["mode"], entry["to"]["mode"]) == (
-            "guardrails", "rollback", "canary", "shadow")
+            "guardrails", "rollback", active.value, case.rolled_back_to)
         figures = entry["details"]
         assert figures["tripped"] == ["error_rate"] and figures["samples"] >= 20
         assert figures["error_rate"] > 0.2 and "error rate" in entry["reason"]
+        if case.served_only:  # healthy served requests still in the window diluted the errors
+            assert figures["served"] > 0 and figures["compared"] == figures["errors"]
         metrics = (await client.get(f"{s.admin_url}/metrics", headers=AUTH)).text
         assert 'strangler_rollbacks_total{route="ratings"} 1.0' in metrics
-        print(f"rolled back after {figures['samples']} samples, error rate {figures['error_rate']:.0%}: "
-              f"{entry['reason']}")
+
+        # Clients are answered by legacy again.
+        statuses.clear()
+        hits = ratings.hits
+        await burst(8)
+        assert statuses == [200] * 8
+        if case.rolled_back_to == "legacy":
+            assert ratings.hits == hits  # the failing candidate gets no traffic at all
+        print(f"{active.value}: rolled back to {case.rolled_back_to} after {figures['samples']} samples "
+              f"({figures['served']} served), error rate {figures['error_rate']:.0%}: {entry['reason']}")

@@ -48,3 +48,28 @@ async def migrated_sqlite(tmp_path: Path, name: str = "control") -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / (name + '.sqlite3')}"
     await migrate.upgrade("results", url)
     return url
+
+
+def served(
+    key: str = "ratings",
+    at: float = BASE_T,
+    *,
+    status: int | None = 200,
+    candidate_s: float = 0.012,
+    error: str | None = None,
+    mode: str = "extracted",
+) -> ShadowResult:
+    """What the data plane records for a request the target served with
+    nothing compared: SERVED, or CANDIDATE_ERROR when it failed."""
+    failed = error is not None or status is None or status >= 500
+    return ShadowResult(
+        key=key,
+        mode=mode,
+        verdict=Verdict.CANDIDATE_ERROR if failed else Verdict.SERVED,
+        at=at,
+        candidate_status=status,
+        candidate_latency_s=candidate_s,
+        reason=(error or f"status {status}") if failed else None,
+        method="GET",
+        target=f"/api/{key}",
+    )

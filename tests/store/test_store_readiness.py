@@ -80,3 +80,28 @@ graphql:
     assert rules_for_key(cfg, "graphql:Title.rating").min_samples == 9
     assert rules_for_key(cfg, "gone").min_samples == 500
     assert rules_for_key(None, "x").min_samples == ReadinessConfig().min_samples
+
+
+def test_served_traffic_is_no_sample_but_its_candidate_errors_count() -> None:
+    rules = ReadinessConfig(min_samples=100, max_mismatch_rate=0.01, max_error_rate=0.01)
+    clean = evaluate(VerdictCounts(match=400), 0.1, 0.1, rules)
+    # 10 000 requests served by the target add no samples and change no bound...
+    busy = evaluate(VerdictCounts(match=400, served=10_000), 0.1, 0.1, rules)
+    assert busy.ready and busy.samples == 400 and busy.mismatch_upper == clean.mismatch_upper
+    assert busy.error_rate == 0.0
+    # ...and served traffic alone never makes a key ready: nothing was compared.
+    only_served = evaluate(VerdictCounts(served=10_000), None, 0.1, rules)
+    assert only_served.label == "insufficient samples (0/100)" and only_served.mismatch_upper is None
+    # Candidate errors are real wherever they happen; the rate is over every
+    # request the candidate handled: 50 / (400 + 50 + 10 000) = 0.478 %, under
+    # 1 % -- over the compared samples alone it would read 50 / 450 = 11 %.
+    # The mismatch bound is over 450 judged samples: 3.84 / 453.84 = 0.846 %.
+    some = evaluate(VerdictCounts(match=400, candidate_error=50, served=10_000), 0.1, 0.1, rules)
+    assert some.samples == 450 and some.error_rate == pytest.approx(50 / 10_450)
+    assert some.mismatch_upper == pytest.approx(0.008464, abs=1e-5) and some.ready
+    # 150 errors in 10 400 handled = 1.44 %: not ready, whoever served them.
+    failing = evaluate(VerdictCounts(match=400, candidate_error=150, served=9_850), 0.1, 0.1, rules)
+    assert failing.error_rate == pytest.approx(150 / 10_400)
+    assert failing.label == "not ready: candidate errors 1.44% >= 1.00%"
+    # Without served traffic the arithmetic is what it always was.
+    assert evaluate(VerdictCounts(match=90, candidate_error=10), 0.1, 0.1, rules).error_rate == pytest.approx(0.1)
