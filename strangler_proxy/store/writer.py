@@ -246,6 +246,10 @@ class ResultWriter:
             # The batch is lost (counted); the proxy keeps serving regardless.
             log.warning("results flush failed: %s", exc)
             return False
+        except Exception:  # a bug must not end the flush loop and let results pile up
+            log.exception("results flush failed unexpectedly")
+            self.stats.failed_flushes += 1
+            return False
         return True
 
     # ------------------------------------------------------------ writing
