@@ -17,9 +17,23 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from strangler_proxy.cli import db_commands, stack_commands, report_commands, proxy_commands, service_commands
+    from strangler_proxy.cli import (
+        db_commands,
+        proxy_commands,
+        report_commands,
+        service_commands,
+        stack_commands,
+        traffic_commands,
+    )
 
-    for module in (stack_commands, db_commands, report_commands, proxy_commands, service_commands):
+    for module in (
+        stack_commands,
+        db_commands,
+        proxy_commands,
+        traffic_commands,
+        report_commands,
+        service_commands,
+    ):
         module.register(app)
 
 

@@ -264,17 +264,19 @@ def register(app: typer.Typer) -> None:
 
 # --------------------------------------------------------- `strangler up` parts
 def service_components(config: str, host: str = DEFAULT_HOST, *, with_sync: bool = True) -> list[Any]:
-    """The extracted services (default ports; each backfilled from the
+    """The extracted services (on the ports of their upstreams in ``config``,
+    else the default ports; each backfilled from the
     monolith on first start) and the ratings/credits sync workers (metrics on
     port + 1000), as ``strangler up`` components -- after the monolith's."""
     from extracted_services.common.registry import SERVICE_NAMES
     from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET, ServiceServer, SyncRunner
-    from strangler_proxy.cli.stack_commands import Component
+    from strangler_proxy.cli.stack_commands import Component, upstream_port
 
     components = []
     for name in SERVICE_NAMES:
         spec = _spec(name)
-        server = ServiceServer(spec, configured_url(name, config), host=host, port=spec.default_port,
+        port = upstream_port(config, name, spec.default_port)  # where the proxy's upstream of that name points
+        server = ServiceServer(spec, configured_url(name, config), host=host, port=port,
                                backfill_from=configured_url("monolith", config))
         components.append(Component(name, server.start, server.stop))
     if with_sync:
@@ -283,6 +285,7 @@ def service_components(config: str, host: str = DEFAULT_HOST, *, with_sync: bool
             if spec.stream(reverse=False) is None:
                 continue
             worker = _worker(name, config, reverse=False, batch_size=500, poll_interval_s=0.05)
-            runner = SyncRunner(worker, host=host, metrics_port=spec.default_port + SYNC_METRICS_PORT_OFFSET)
+            port = upstream_port(config, name, spec.default_port)
+            runner = SyncRunner(worker, host=host, metrics_port=port + SYNC_METRICS_PORT_OFFSET)
             components.append(Component(f"sync {name}", runner.start, runner.stop))
     return components
