@@ -217,6 +217,7 @@ class ProxyServer:
             config,
             session,
             overrides=self.flips.overrides(),
+            registry=self.runtime.registry,
             shadower_args={
                 "comparator": self.shadow.comparator,
                 "publish": self.shadow.publish,

@@ -13,7 +13,7 @@ from strangler_proxy.graphql.compose import ComposedSchema, compose, fetch_sdl, 
 from strangler_proxy.graphql.executor import BackendClient, Executor
 from strangler_proxy.graphql.field_shadow import FieldShadower
 from strangler_proxy.graphql.gateway import GraphQLGateway, graphql_handler
-from strangler_proxy.graphql.ownership import FieldRule, Ownership, canary_bucket, in_canary
+from strangler_proxy.graphql.ownership import FieldRule, Ownership, in_canary
 from strangler_proxy.graphql.planner import Plan, plan_operation
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "GraphQLGateway",
     "Ownership",
     "Plan",
-    "canary_bucket",
     "compose",
     "fetch_sdl",
     "graphql_handler",

@@ -334,7 +334,7 @@ async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
         async with session.post(url, json={"query": SDL_QUERY},
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             body = await resp.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise GraphQLGatewayError(
             f"backend {backend!r}: cannot fetch its SDL from {url} ({exc!r}); start it, "
             f"or give graphql.backends.{backend}.sdl_file"

@@ -15,13 +15,15 @@ turns it into the client's answer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import orjson
 
+from strangler_proxy.graphql.metrics import PATH_SERVED, GraphQLMetrics
 from strangler_proxy.graphql.ownership import in_canary
 from strangler_proxy.graphql.planner import TYPENAME_ALIAS, Fetch, KeyFields, Path, Plan, Split
 
@@ -34,46 +36,76 @@ MAX_BATCH_DOCUMENTS = 2048  # cached batch documents (per distinct set of fetche
 class BackendUnavailable(Exception):
     """Internal: a backend gave no usable GraphQL answer (turned into errors, never raised out)."""
 
-    def __init__(self, backend: str, reason: str) -> None:
+    def __init__(self, backend: str, reason: str, kind: str) -> None:
         self.backend = backend
         self.reason = reason
+        self.kind = kind  # timeout | connection | not-json | not-graphql (a metric label)
         super().__init__(f"backend {backend!r} unavailable: {reason}")
 
 
 @dataclass(frozen=True)
 class BackendClient:
-    """Posts GraphQL documents to the backends (name -> URL of its /graphql)."""
+    """Posts GraphQL documents to the backends (name -> URL of its /graphql) over the session's
+    keep-alive connections; every fetch is measured (``path``: served or shadow)."""
 
     session: aiohttp.ClientSession
     urls: Mapping[str, str]
     timeout_s: float = DEFAULT_BACKEND_TIMEOUT_S
     forward_headers: tuple[str, ...] = ("authorization",)
+    metrics: GraphQLMetrics | None = None
+    path: str = PATH_SERVED
+    _timeout: aiohttp.ClientTimeout = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_timeout", aiohttp.ClientTimeout(total=self.timeout_s))
+
+    def with_path(self, path: str) -> BackendClient:
+        """The same backends and connections, measured under another path label."""
+        return replace(self, path=path)
 
     async def query(self, backend: str, document: str, variables: Mapping[str, Any] | None,
                     headers: Mapping[str, str] | None = None) -> JSON:
+        start = time.perf_counter()
+        try:
+            body = await self._query(backend, document, variables, headers)
+        except BackendUnavailable as exc:
+            if self.metrics is not None:
+                self.metrics.fetch_error(backend, self.path, exc.kind)
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.fetch(backend, self.path, time.perf_counter() - start)
+        return body
+
+    async def _query(self, backend: str, document: str, variables: Mapping[str, Any] | None,
+                     headers: Mapping[str, str] | None) -> JSON:
         payload: JSON = {"query": document}
         if variables:
             payload["variables"] = variables
-        out_headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        for h in self.forward_headers:
-            if headers and h in headers:
-                out_headers[h] = headers[h]
+        out_headers = _BACKEND_HEADERS
+        if headers:
+            extra = {h: headers[h] for h in self.forward_headers if h in headers}
+            if extra:
+                out_headers = {**_BACKEND_HEADERS, **extra}
         try:
             async with self.session.post(self.urls[backend], data=orjson.dumps(payload), headers=out_headers,
-                                         timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
-                raw = await resp.read()
+                                         timeout=self._timeout) as resp:
+                raw = await resp.read()  # read whole: the connection goes back to the keep-alive pool
                 status = resp.status
-        except asyncio.TimeoutError as exc:
-            raise BackendUnavailable(backend, "timeout") from exc
+        except TimeoutError as exc:
+            raise BackendUnavailable(backend, "timeout", "timeout") from exc
         except aiohttp.ClientError as exc:
-            raise BackendUnavailable(backend, type(exc).__name__) from exc
+            raise BackendUnavailable(backend, type(exc).__name__, "connection") from exc
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise BackendUnavailable(backend, f"HTTP {status}, not JSON") from exc
+            raise BackendUnavailable(backend, f"HTTP {status}, not JSON", "not-json") from exc
         if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
-            raise BackendUnavailable(backend, f"HTTP {status}, not a GraphQL response")
+            raise BackendUnavailable(backend, f"HTTP {status}, not a GraphQL response", "not-graphql")
         return body
+
+
+_BACKEND_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 def backend_error(backend: str, reason: str, path: ResponsePath) -> JSON:

@@ -28,6 +28,7 @@ from strangler_proxy.config import CompareConfig
 from strangler_proxy.exchange import Exchange, ShadowPair
 from strangler_proxy.graphql.compose import ComposedSchema
 from strangler_proxy.graphql.executor import Executor, collect, on_side
+from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import Ownership
 from strangler_proxy.graphql.planner import INTERNAL_PREFIX, SHADOW_ROOT, Fetch, ShadowSpec, plan_shadow
 from strangler_proxy.result import ShadowResult
@@ -37,6 +38,9 @@ log = logging.getLogger("strangler.graphql.shadow")
 DEFAULT_MAX_INFLIGHT = 64
 KEY_PREFIX = "graphql:"
 ERROR_GRAPHQL = "graphql-error"
+OUTCOME_COMPLETED = "completed"  # compared and published (one per entity)
+OUTCOME_DROPPED = "dropped"  # too many shadows in flight
+OUTCOME_FAILED = "failed"  # the shadow task raised (logged)
 
 
 def strip_internal(v: Any) -> Any:
@@ -65,8 +69,10 @@ class FieldShadower:
     graphql_path: str = "/graphql"
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     sample: Callable[[], float] = random.random
+    metrics: GraphQLMetrics | None = None
     dropped: int = 0
     completed: int = 0
+    failed: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _plans: dict[int, tuple[ShadowSpec, Fetch]] = field(default_factory=dict)
 
@@ -82,6 +88,9 @@ class FieldShadower:
             return
         if len(self._tasks) >= self.max_inflight:
             self.dropped += len(chosen)
+            if self.metrics is not None:
+                for spec in chosen:
+                    self.metrics.shadow(spec.field_name, OUTCOME_DROPPED)
             return
         task = asyncio.get_running_loop().create_task(self._run(
             composed, ownership, chosen, document, operation_name, data, dict(variables),
@@ -102,6 +111,9 @@ class FieldShadower:
                 await self._one(composed, ownership, spec, document, operation_name, data, variables, headers,
                                 served_latency_s)
             except Exception:  # the shadow path must never disturb anything; log and go on
+                self.failed += 1
+                if self.metrics is not None:
+                    self.metrics.shadow(spec.field_name, OUTCOME_FAILED)
                 log.exception("shadowing %s failed", spec.field_name)
 
     def _fetch(self, composed: ComposedSchema, ownership: Ownership, spec: ShadowSpec, document: DocumentNode,
@@ -144,7 +156,9 @@ class FieldShadower:
                               _errors_under(errors, (SHADOW_ROOT, i))))
         latency = time.perf_counter() - start
         served_errors: list[dict[str, Any]] = []
-        for partition, served_v, shadow_v, shadow_errors in pairs:
+        for n, (partition, served_v, shadow_v, shadow_errors) in enumerate(pairs):
+            if n:
+                await asyncio.sleep(0)  # many entities: let client requests run between comparisons
             served_ex = self._exchange(spec.served_backend, spec, served_v, served_errors, served_latency_s)
             shadow_ex = self._exchange(spec.backend, spec, shadow_v, shadow_errors, latency)
             legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
@@ -152,6 +166,8 @@ class FieldShadower:
                               legacy=legacy, candidate=candidate, partition=_partition_label(partition))
             result = self.comparator.compare(pair, self.rules_for(spec.field_name))
             self.completed += 1
+            if self.metrics is not None:
+                self.metrics.shadow(spec.field_name, OUTCOME_COMPLETED)
             self.publish(result)
 
     def _exchange(self, backend: str, spec: ShadowSpec, value: Any, errors: list[dict[str, Any]],

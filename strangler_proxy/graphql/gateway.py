@@ -26,20 +26,25 @@ import graphql
 import orjson
 from aiohttp import web
 from graphql import DocumentNode, GraphQLError, OperationType
+from prometheus_client import CollectorRegistry
 
 from strangler_proxy.config import StranglerConfig
 from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.graphql.compose import ComposedSchema, compose, load_sdls
 from strangler_proxy.graphql.executor import BackendClient, Executor
 from strangler_proxy.graphql.field_shadow import FieldShadower
+from strangler_proxy.graphql.metrics import PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import FieldRule, Ownership, RouteStateLike, in_canary
 from strangler_proxy.graphql.planner import Plan, operation_of, plan_operation, root_canary_fields
+from strangler_proxy.graphql.projection import Projector
 from strangler_proxy.graphql.shaping import shape
 
 JSON = dict[str, Any]
 DEFAULT_DOCUMENT_CACHE = 1000
 DEFAULT_PLAN_CACHE = 1000
 _JSON_HEADERS = {"Content-Type": "application/json"}
+SHAPED_COMPILED = "compiled"
+SHAPED_GRAPHQL_CORE = "graphql-core"
 
 
 @dataclass
@@ -56,6 +61,7 @@ class _Prepared:
 
     op: graphql.OperationDefinitionNode
     canary_roots: list[FieldRule]
+    projector: Projector
     plans: dict[tuple[bool, ...], Plan] = field(default_factory=dict)
 
 
@@ -85,7 +91,8 @@ class GraphQLGateway:
 
     def __init__(self, composed: ComposedSchema, ownership: Ownership, executor: Executor, *,
                  shadower: FieldShadower | None = None, document_cache: int = DEFAULT_DOCUMENT_CACHE,
-                 plan_cache: int = DEFAULT_PLAN_CACHE) -> None:
+                 plan_cache: int = DEFAULT_PLAN_CACHE, compiled_shapes: bool = True,
+                 metrics: GraphQLMetrics | None = None) -> None:
         ownership.check(composed)
         self.composed = composed
         self.ownership = ownership
@@ -93,15 +100,19 @@ class GraphQLGateway:
         self.shadower = shadower
         self._documents = _LRU(document_cache)
         self._plans = _LRU(plan_cache)
+        self.compiled_shapes = compiled_shapes  # False: every answer is shaped by graphql-core (tests compare)
+        self.metrics = metrics if metrics is not None else GraphQLMetrics()
 
     @classmethod
     async def create(cls, config: StranglerConfig, session: aiohttp.ClientSession, *,
                      overrides: Mapping[str, RouteStateLike] | None = None,
-                     shadower_args: Mapping[str, Any] | None = None) -> GraphQLGateway:
+                     shadower_args: Mapping[str, Any] | None = None,
+                     compiled_shapes: bool = True, registry: CollectorRegistry | None = None) -> GraphQLGateway:
         """Fetch every backend's SDL (or read its ``sdl_file``), compose, check the field rules.
 
         Raises :class:`GraphQLGatewayError` (the proxy must refuse to start) on conflicts.
         ``shadower_args``: ``comparator``, ``publish``, ``rules_for`` (and optionally ``max_inflight``).
+        ``registry``: where the gateway's metrics go (the proxy runtime's; default a private one).
         """
         gql = config.graphql
         if gql.legacy_backend not in gql.backends:
@@ -110,11 +121,16 @@ class GraphQLGateway:
         sdls = await load_sdls(session, {n: (urls[n], b.sdl_file) for n, b in gql.backends.items()})
         composed = compose(sdls, legacy=gql.legacy_backend)
         timeout = max((config.upstreams[b.upstream].timeout_s for b in gql.backends.values()), default=30.0)
-        executor = Executor(BackendClient(session, urls, timeout_s=timeout))
+        metrics = GraphQLMetrics(registry)
+        client = BackendClient(session, urls, timeout_s=timeout, metrics=metrics)
+        executor = Executor(client)
         shadower = None
         if shadower_args is not None:
-            shadower = FieldShadower(executor=executor, graphql_path=gql.path, **dict(shadower_args))
-        return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower)
+            # Its own executor: same connections, fetches counted under path="shadow".
+            shadower = FieldShadower(executor=Executor(client.with_path(PATH_SHADOW)), graphql_path=gql.path,
+                                     metrics=metrics, **dict(shadower_args))
+        return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower,
+                   compiled_shapes=compiled_shapes, metrics=metrics)
 
     # ------------------------------------------------------------ the table
     def set_ownership(self, ownership: Ownership) -> None:
@@ -141,12 +157,18 @@ class GraphQLGateway:
 
     def plan(self, query: str, document: DocumentNode, operation_name: str | None,
              variables: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[graphql.OperationDefinitionNode, Plan]:
+        prep, plan = self._prepare(query, document, operation_name, variables, headers)
+        return prep.op, plan
+
+    def _prepare(self, query: str, document: DocumentNode, operation_name: str | None,
+                 variables: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[_Prepared, Plan]:
         ownership = self.ownership
         key = (query, operation_name, ownership.version)
         prep: _Prepared | None = self._plans.get_or(key)
         if prep is None:
             op = operation_of(document, operation_name)
-            prep = _Prepared(op, root_canary_fields(self.composed, ownership, op))
+            prep = _Prepared(op, root_canary_fields(self.composed, ownership, op),
+                             Projector(self.composed.schema, document, op))
             self._plans.put(key, prep)
         choices = tuple(in_canary(r, _root_partition(r, variables, headers)) for r in prep.canary_roots)
         plan = prep.plans.get(choices)
@@ -154,7 +176,7 @@ class GraphQLGateway:
             plan = plan_operation(self.composed, ownership, document, operation_name,
                                   dict(zip((r.name for r in prep.canary_roots), choices, strict=True)))
             prep.plans[choices] = plan
-        return prep.op, plan
+        return prep, plan
 
     async def execute(self, query: str, variables: Mapping[str, Any] | None = None,
                       operation_name: str | None = None, headers: Mapping[str, str] | None = None,
@@ -166,18 +188,28 @@ class GraphQLGateway:
         if parsed.document is None:
             return 400, {"errors": parsed.errors}
         try:
-            op, plan = self.plan(query, parsed.document, operation_name, variables, headers)
+            prep, plan = self._prepare(query, parsed.document, operation_name, variables, headers)
         except GraphQLGatewayError as exc:
             return 400, {"errors": [_error(str(exc))]}
+        op = prep.op
         if op.operation == OperationType.MUTATION and not allow_mutation:
             return 405, {"errors": [_error("mutations must be sent with POST")]}
-        coerced = graphql.get_variable_values(self.composed.schema, op.variable_definitions or (), dict(variables))
-        if isinstance(coerced, list):
-            return 400, {"errors": [e.formatted for e in coerced]}
+        coerced: Mapping[str, Any] = {}
+        if op.variable_definitions:  # nothing to coerce (extra variables are ignored, as graphql-core does)
+            values = graphql.get_variable_values(self.composed.schema, op.variable_definitions, dict(variables))
+            if isinstance(values, list):
+                return 400, {"errors": [e.formatted for e in values]}
+            coerced = values.coerced
         start = time.perf_counter()
         data, errors = await self.executor.run(plan, variables, headers)
         elapsed = time.perf_counter() - start
-        body = shape(self.composed.schema, parsed.document, operation_name, variables, data, errors)
+        # The compiled shape answers clean results; errors and null propagation need graphql-core.
+        body = None if errors or not self.compiled_shapes else prep.projector.project(data, coerced)
+        if body is None:
+            body = shape(self.composed.schema, parsed.document, operation_name, variables, data, errors)
+            self.metrics.inc(self.metrics.shaped, SHAPED_GRAPHQL_CORE)
+        else:
+            self.metrics.inc(self.metrics.shaped, SHAPED_COMPILED)
         if plan.shadows and self.shadower is not None:
             self.shadower.launch(self.composed, self.ownership, plan.shadows, parsed.document, operation_name,
                                  data, variables, headers, elapsed)

@@ -29,17 +29,16 @@ are cached per ``Ownership.version``.
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from strangler_proxy.canary import bucket
 from strangler_proxy.config import GraphQLConfig, Mode
 from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.graphql.compose import ROOT_TYPES, ComposedSchema
 
 _versions = itertools.count(1)
-CANARY_BUCKETS = 10_000  # percent has two decimals of resolution
 
 
 class RouteStateLike(Protocol):
@@ -65,22 +64,15 @@ class FieldRule:
     sample_rate: float = 1.0
 
 
-def canary_bucket(name: str, partition: str) -> float:
-    """A stable point in [0, 100) for one partition value of one field.
-
-    Hashing the field name in as well spreads different fields' canaries over
-    different partitions, so one unlucky entity is not in every canary at once.
-    """
-    h = zlib.crc32(f"{name}\x00{partition}".encode())
-    return (h % CANARY_BUCKETS) * 100.0 / CANARY_BUCKETS
-
-
 def in_canary(rule: FieldRule, partition: str | None) -> bool:
+    """Whether the target serves this entity: the same sticky split as REST routes
+    (strangler_proxy/canary.py), so an entity is on one side for every route and
+    field split by its key. No partition value: legacy."""
     if rule.percent >= 100:
         return True
     if rule.percent <= 0 or partition is None:
         return False
-    return canary_bucket(rule.name, partition) < rule.percent
+    return bucket(partition) < rule.percent
 
 
 @dataclass(frozen=True)

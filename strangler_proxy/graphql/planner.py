@@ -314,17 +314,16 @@ class _Planner:
                 fields=tuple(dict.fromkeys(f"{parent.name}.{f.name.value}" for f in fields_)),
                 children=tuple(ch),
             ))
-        if keys_needed:
-            extra: list[SelectionNode] = []
-            if abstract_position:
-                extra.append(FieldNode(alias=NameNode(value=TYPENAME_ALIAS), name=NameNode(value="__typename")))
-            seen: set[str] = set()
-            for kf in keys_needed.values():
-                for alias, key_name in kf.fields:
-                    if alias not in seen:
-                        seen.add(alias)
-                        extra.append(self._key_field(parent.name, backend, alias, key_name))
-            out.extend(extra)
+        # In an abstract position the concrete type is always asked for: the response shaping needs
+        # it to pick the fragments that apply (and entity fetches to pick their objects).
+        if abstract_position and (keys_needed or is_abstract_type(parent)):
+            out.append(FieldNode(alias=NameNode(value=TYPENAME_ALIAS), name=NameNode(value="__typename")))
+        seen: set[str] = set()
+        for kf in keys_needed.values():
+            for alias, key_name in kf.fields:
+                if alias not in seen:
+                    seen.add(alias)
+                    out.append(self._key_field(parent.name, backend, alias, key_name))
         return out, children
 
     def _same_backend(self, parent: GraphQLCompositeType, sel: FieldNode, backend: str, path: Path,

@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from gql_subgraphs import World, products_app, reviews_app
 
 from strangler_proxy.config import CompareConfig, StranglerConfig, load_config_text
 from strangler_proxy.graphql import GraphQLGateway
 from strangler_proxy.result import ShadowResult
-from gql_subgraphs import World, products_app, reviews_app
 
 
 @dataclass

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import graphql
 import pytest
 from gql_corpus import normalise
 from gql_demo import SERVICE_FIELDS, Demo, copy_databases, make_template, running_demo
+from gql_shapes import both_shapes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,5 +95,7 @@ def test_generated_queries_answer_like_the_monolith(world: _World) -> None:
     def check(query: str) -> None:
         got, expected = world.loop.run_until_complete(_both(world, query))
         assert normalise(got) == normalise(expected), query
+        compiled, core = world.loop.run_until_complete(both_shapes(world.gateway, query))
+        assert compiled is None or compiled == core, query  # the fast path is exact, key order included
 
     check()
