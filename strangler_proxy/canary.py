@@ -1,13 +1,19 @@
 """Sticky canary split: the same partition key always lands on the same side.
 
 A request's key (a path variable, a header, a query parameter or a cookie, as
-named by ``RouteConfig.partition_key``) is hashed together with the route name
-into a bucket in ``[0, 100)``; the target serves when the bucket is below the
-route's percent. Raising the percent only ever moves keys *to* the target: a
+named by ``RouteConfig.partition_key``; for a GraphQL field, the entity key) is
+hashed into a bucket in ``[0, 100)``; the target serves when the bucket is
+below the percent. Raising the percent only ever moves keys *to* the target: a
 key served by the target at 5 % is still served by it at 25 %.
 
-    >>> b = bucket("ratings", "tt0000001")
-    >>> 0 <= b < 100 and b == bucket("ratings", "tt0000001")
+The bucket depends on the key alone, like a cell assignment: at the same
+percent, title ``tt0000042`` is on the same side for every route and every
+GraphQL field split by title id -- its reads, its writes and its ``Title.rating``
+are served by one owner, so a canary never shows one client two versions of
+the same entity.
+
+    >>> b = bucket("tt0000001")
+    >>> 0 <= b < 100 and b == bucket("tt0000001")
     True
 """
 
@@ -25,24 +31,19 @@ _SCALE = 100.0 / float(1 << (8 * _HASH_BYTES))
 KeyExtractor = Callable[[Mapping[str, str], Mapping[str, str], str], "str | None"]
 
 
-def bucket(route: str, key: str) -> float:
-    """Stable position of ``key`` for ``route`` in ``[0, 100)``.
-
-    The route name is mixed in so that two routes split by the same key do not
-    send the same customers to their canaries.
-    """
-    digest = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=_HASH_BYTES, person=b"strangler",
-                     salt=route.encode()[:16]).digest()
+def bucket(key: str) -> float:
+    """Stable position of ``key`` in ``[0, 100)`` (the same for every route and field)."""
+    digest = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=_HASH_BYTES, person=b"strangler").digest()
     return int.from_bytes(digest, "big") * _SCALE
 
 
-def serves_target(route: str, key: str | None, percent: float) -> bool:
+def serves_target(key: str | None, percent: float) -> bool:
     """Whether the target serves this request; random when there is no key."""
     if percent <= 0.0:
         return False
     if percent >= 100.0:
         return True
-    position = random.random() * 100.0 if key is None else bucket(route, key)
+    position = random.random() * 100.0 if key is None else bucket(key)
     return position < percent
 
 

@@ -174,6 +174,10 @@ class RouteConfig(_Frozen):
     reverse_shadow: bool = False  # in extracted, mirror to legacy and compare
     sample_rate: float = Field(default=1.0, ge=0, le=1)
     shadow_writes: Literal["never", "dry-run"] = "never"
+    # A canary of a write route makes two databases writers of the same data;
+    # writes normally move shadow (dry-run) -> extracted in one step. Opt in
+    # only when the service reconciles concurrent writers itself.
+    canary_writes: bool = False
     compare: CompareConfig | None = None
     guardrails: GuardrailConfig | None = None
     readiness: ReadinessConfig | None = None
@@ -213,11 +217,28 @@ class RouteConfig(_Frozen):
     def _target_needed(self) -> RouteConfig:
         if self.mode != Mode.LEGACY and not self.target:
             raise ValueError(f"mode {self.mode.value!r} needs a 'target' upstream")
+        if self.mode == Mode.CANARY and (problem := write_canary_problem(self)):
+            raise ValueError(problem)
         if self.partition_key and self.partition_key.startswith("path:"):
             var = self.partition_key.split(":", 1)[1]
             if "{" + var + "}" not in self.path:
                 raise ValueError(f"partition_key {self.partition_key!r}: the path has no {{{var}}}")
         return self
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def write_canary_problem(route: RouteConfig) -> str | None:
+    """Why ``route`` may not be in canary, or None. Checked on load and on every flip."""
+    writes = sorted(WRITE_METHODS.intersection(route.methods))
+    if writes and not route.canary_writes:
+        return (
+            f"canary splits the writes ({', '.join(writes)}) between two databases; move writes "
+            "shadow (shadow_writes: dry-run) -> extracted in one step, or set canary_writes: true "
+            "if the service reconciles concurrent writers (docs/services.md)"
+        )
+    return None
 
 
 class GraphQLBackend(_Frozen):

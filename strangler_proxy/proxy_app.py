@@ -200,7 +200,7 @@ class ProxyHandler:
             return await self._forward(request, config, route.legacy, "legacy", method, path, query, route, None)
         if mode is Mode.CANARY:
             key = route.partition_key(path, request.headers, query)
-            if serves_target(route.name, key, route.percent):
+            if serves_target(key, route.percent):
                 return await self._serve_target(request, config, route, method, path, query, mirror=False)
             return await self._serve_legacy_shadowed(request, config, route, method, path, query, key)
         if mode is Mode.SHADOW:

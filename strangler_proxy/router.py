@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from strangler_proxy.canary import KeyExtractor, key_extractor
-from strangler_proxy.config import CompareConfig, Mode, RouteConfig, StranglerConfig
+from strangler_proxy.config import CompareConfig, Mode, RouteConfig, StranglerConfig, write_canary_problem
 from strangler_proxy.errors import ConfigError, FlipError
 
 
@@ -141,6 +141,8 @@ class Route:
         self.index = index
         if self.mode is not Mode.LEGACY and not self.target:
             raise FlipError(f"mode {self.mode.value!r} needs a target upstream", route=self.name)
+        if self.mode is Mode.CANARY and (problem := write_canary_problem(config)):
+            raise FlipError(problem, route=self.name)
         if not 0.0 <= self.percent <= 100.0:
             raise FlipError(f"percent {self.percent} is outside 0..100", route=self.name)
 

@@ -33,6 +33,9 @@ from strangler_proxy.jsonpath import (
     seg_matches,
 )
 
+# Relative slack under a numeric tolerance (see CompiledRules.within_tolerance).
+_FLOAT_SLACK = 1e-12
+
 __all__ = [
     "DESCEND",
     "CompiledRules",
@@ -198,7 +201,9 @@ class CompiledRules:
 
     def within_tolerance(self, a: float, b: float) -> bool:
         """``|a-b| <= abs_tolerance`` OR ``|a-b| <= rel_tolerance * max(|a|,|b|)``."""
-        d = abs(a - b)
+        # The slack of a few ulps keeps a difference of exactly the tolerance
+        # inside it: 8.8 - 8.75 is 0.05000000000000071 in binary floating point.
+        d = abs(a - b) - _FLOAT_SLACK * max(abs(a), abs(b), 1.0)
         if self.abs_tolerance is not None and d <= self.abs_tolerance:
             return True
         if self.rel_tolerance is not None and d <= self.rel_tolerance * max(abs(a), abs(b)):

@@ -238,8 +238,6 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --once)"),
     ) -> None:
         """Apply the outbox to the other side, in order, exactly once in effect."""
-        from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET
-
         try:
             worker = _worker(name, config, reverse=reverse, batch_size=batch_size, poll_interval_s=poll_interval)
             if once:
@@ -254,7 +252,7 @@ def register(app: typer.Typer) -> None:
                     )
                 return
             if metrics_port is None:
-                metrics_port = _spec(name).default_port + SYNC_METRICS_PORT_OFFSET + (1 if reverse else 0) * 10
+                metrics_port = sync_metrics_port(_spec(name).default_port, reverse=reverse)
             asyncio.run(_sync_forever(worker, host, None if metrics_port < 0 else metrics_port))
         except (StranglerError, OSError) as exc:
             raise _fail(exc) from exc
@@ -263,29 +261,44 @@ def register(app: typer.Typer) -> None:
 
 
 # --------------------------------------------------------- `strangler up` parts
+REVERSE_METRICS_OFFSET = 10  # reverse workers' /metrics: service port + 1000 + 10
+
+
+def sync_metrics_port(service_port: int, *, reverse: bool) -> int:
+    """Where a sync worker serves ``/metrics``: service port + 1000 (+ 10 when reverse)."""
+    from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET
+
+    return service_port + SYNC_METRICS_PORT_OFFSET + (REVERSE_METRICS_OFFSET if reverse else 0)
+
+
 def service_components(config: str, host: str = DEFAULT_HOST, *, with_sync: bool = True) -> list[Any]:
     """The extracted services (on the ports of their upstreams in ``config``,
-    else the default ports; each backfilled from the
-    monolith on first start) and the ratings/credits sync workers (metrics on
-    port + 1000), as ``strangler up`` components -- after the monolith's."""
+    else the default ports; each backfilled from the monolith on first start)
+    and their sync workers, as ``strangler up`` components -- after the monolith's.
+
+    Both directions run: forward (monolith outbox -> service) carries the
+    monolith's writes while it is the writer; reverse (service outbox ->
+    monolith) carries the service's writes once its write route is extracted.
+    Neither applier writes an outbox row, so nothing echoes back; with writes
+    flipped in one step (docs/services.md) each row has one writer at a time.
+    """
     from extracted_services.common.registry import SERVICE_NAMES
-    from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET, ServiceServer, SyncRunner
+    from extracted_services.common.runner import ServiceServer, SyncRunner
     from strangler_proxy.cli.stack_commands import Component, upstream_port
 
     components = []
+    ports = {name: upstream_port(config, name, _spec(name).default_port) for name in SERVICE_NAMES}
     for name in SERVICE_NAMES:
-        spec = _spec(name)
-        port = upstream_port(config, name, spec.default_port)  # where the proxy's upstream of that name points
-        server = ServiceServer(spec, configured_url(name, config), host=host, port=port,
+        server = ServiceServer(_spec(name), configured_url(name, config), host=host, port=ports[name],
                                backfill_from=configured_url("monolith", config))
         components.append(Component(name, server.start, server.stop))
     if with_sync:
         for name in SERVICE_NAMES:
-            spec = _spec(name)
-            if spec.stream(reverse=False) is None:
-                continue
-            worker = _worker(name, config, reverse=False, batch_size=500, poll_interval_s=0.05)
-            port = upstream_port(config, name, spec.default_port)
-            runner = SyncRunner(worker, host=host, metrics_port=port + SYNC_METRICS_PORT_OFFSET)
-            components.append(Component(f"sync {name}", runner.start, runner.stop))
+            for reverse in (False, True):
+                if _spec(name).stream(reverse=reverse) is None:
+                    continue
+                worker = _worker(name, config, reverse=reverse, batch_size=500, poll_interval_s=0.05)
+                runner = SyncRunner(worker, host=host, metrics_port=sync_metrics_port(ports[name], reverse=reverse))
+                label = f"sync {name}" + (" (reverse)" if reverse else "")
+                components.append(Component(label, runner.start, runner.stop))
     return components

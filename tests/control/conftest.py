@@ -24,7 +24,7 @@ upstreams:
 routes:
   - name: ratings
     path: /api/titles/{{id}}/ratings
-    methods: [GET, POST]
+    methods: [GET]
     target: ratings
     mode: {ratings_mode}
     percent: {ratings_percent}

@@ -221,3 +221,9 @@ def test_fast_path_agrees_with_the_full_walk_when_there_are_no_booleans(a: Any, 
     full, _, _ = diff_raw(a, b, None, boolfree=False)
     fast, _, _ = diff_raw(a, b, None, boolfree=True)
     assert fast == full
+
+
+def test_a_difference_of_exactly_the_tolerance_is_within_it() -> None:
+    # 8.8 - 8.75 == 0.05000000000000071 in binary floating point
+    assert diff_json({"avg": 8.75}, {"avg": 8.8}, CompareConfig(abs_tolerance=0.05)) == []
+    assert diff_json({"avg": 8.75}, {"avg": 8.81}, CompareConfig(abs_tolerance=0.05)) != []

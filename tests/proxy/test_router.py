@@ -138,18 +138,18 @@ def test_runtime_apply_swaps_whole_or_keeps_old() -> None:
 @pytest.mark.parametrize("percent", [1, 10, 50, 90])
 def test_canary_spread_within_two_points(percent: float) -> None:
     keys = [f"tt{i:07d}" for i in range(10_000)]
-    share = sum(serves_target("ratings", k, percent) for k in keys) / len(keys) * 100
+    share = sum(serves_target(k, percent) for k in keys) / len(keys) * 100
     assert abs(share - percent) <= 2
 
 
 def test_canary_is_sticky_and_monotonic() -> None:
     keys = [f"cust-{i}" for i in range(2000)]
-    at10 = {k for k in keys if serves_target("r", k, 10)}
-    assert at10 == {k for k in keys if serves_target("r", k, 10)}  # same key, same side
-    at25 = {k for k in keys if serves_target("r", k, 25)}
+    at10 = {k for k in keys if serves_target(k, 10)}
+    assert at10 == {k for k in keys if serves_target(k, 10)}  # same key, same side
+    at25 = {k for k in keys if serves_target(k, 25)}
     assert at10 <= at25  # raising the percent only moves keys to the target
-    assert bucket("r", "k") != bucket("other-route", "k")
-    assert not serves_target("r", "k", 0) and serves_target("r", "k", 100)
+    assert bucket("k") != bucket("k2")
+    assert not serves_target("k", 0) and serves_target("k", 100)
 
 
 def test_key_sources() -> None:
@@ -158,3 +158,14 @@ def test_key_sources() -> None:
     assert cookie_value("sid=abc; theme=dark", "theme") == "dark"
     route = RouteTable.build(CONFIG).get("people")
     assert route is not None and route.partition_key("/api/people/nm7", {}, "") == "nm7"
+
+
+def test_routes_and_graphql_fields_split_one_key_the_same_way() -> None:
+    """An entity is on one side for all its routes and fields at the same percent."""
+    from strangler_proxy.config import Mode
+    from strangler_proxy.graphql.ownership import FieldRule, in_canary
+
+    rule = FieldRule("Title.rating", "ratings", Mode.CANARY, percent=30)
+    keys = [f"tt{i:07d}" for i in range(2000)]
+    assert [serves_target(k, 30) for k in keys] == [in_canary(rule, k) for k in keys]
+    assert 20 < sum(serves_target(k, 30) for k in keys) / 20 < 40
