@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -57,10 +58,25 @@ def _check_url(url: str) -> None:
             raise StoreError(f"no results store at {db}; run `strangler db upgrade` and shadow some traffic")
 
 
-async def _build(url: str, config: StranglerConfig | None, keys: list[str] | None) -> Report:
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> float:
+    """``90s``, ``10m``, ``2h``, ``7d`` -> that many seconds ago (epoch seconds).
+
+    >>> round(time.time() - parse_since("10m"))
+    600
+    """
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit():
+        raise typer.BadParameter(f"{text!r}: use a number and a unit, like 90s, 10m, 2h or 7d")
+    return time.time() - int(number) * _DURATION_UNITS[unit]
+
+
+async def _build(url: str, config: StranglerConfig | None, keys: list[str] | None, since: float | None) -> Report:
     engine = make_engine(url)
     try:
-        return await build_report(engine, config, keys, database=safe_url(url))
+        return await build_report(engine, config, keys, database=safe_url(url), since=since)
     finally:
         await engine.dispose()
 
@@ -78,12 +94,17 @@ def report(
     database_url_opt: Annotated[
         str | None, typer.Option("--database-url", help="Results database URL (overrides the config).")
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only results of the last 90s / 10m / 2h / 7d (to the minute bucket)."),
+    ] = None,
 ) -> None:
     """Shadow results per route and GraphQL field: match rates, latencies,
     differing paths and readiness to flip."""
     err = Console(stderr=True)
     # Piped output (CI logs, files) gets a wide table instead of 80 columns.
     out = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+    since_at = parse_since(since) if since else None
     if gate and not keys:
         err.print("--gate needs the keys to check: strangler report --gate ROUTE [ROUTE...]")
         raise typer.Exit(EXIT_PROBLEM)
@@ -91,7 +112,7 @@ def report(
         config = _load(config_path)
         url = _results_url(config, database_url_opt)
         _check_url(url)
-        result = asyncio.run(_build(url, config, keys or None))
+        result = asyncio.run(_build(url, config, keys or None, since_at))
     except StranglerError as exc:
         err.print(f"strangler report: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_PROBLEM) from exc

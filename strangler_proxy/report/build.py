@@ -75,14 +75,16 @@ async def build_report(
     *,
     database: str = "",
     samples_per_key: int = DEFAULT_SAMPLES_PER_KEY,
+    since: float | None = None,
 ) -> Report:
     """Read the store and judge readiness. Without ``keys``: every key with
     results plus every configured route or field that is not in legacy mode
-    (so one that gets no traffic shows up as insufficient samples)."""
+    (so one that gets no traffic shows up as insufficient samples). ``since``
+    (epoch seconds) leaves out older time buckets -- to see a fix take effect."""
     reader = ResultsReader(engine)
     if not await reader.has_tables():
         raise StoreError(f"the results store at {database or 'the database'} has no tables; run `strangler db upgrade`")
-    summaries = {s.key: s for s in await reader.summaries(keys)}
+    summaries = {s.key: s for s in await reader.summaries(keys, since=since)}
     if keys is None:
         names = sorted(set(summaries) | {k for k in configured_keys(config) if _shadowed(config, k)})
     else:
@@ -98,6 +100,6 @@ async def build_report(
             summary.candidate_latency.quantile(0.99),
             rules_for_key(config, name),
         )
-        samples = await reader.samples(name, samples_per_key) if summary.counts.total else []
+        samples = await reader.samples(name, samples_per_key, since) if summary.counts.total else []
         out.append(KeyReport(name, key_kind(name), summary, readiness, tuple(samples)))
     return Report(generated_at=time.time(), database=database, keys=tuple(out))

@@ -134,15 +134,19 @@ class ResultsReader:
         *,
         top_paths: int = DEFAULT_TOP_PATHS,
         timeline_points: int = DEFAULT_TIMELINE_POINTS,
+        since: float | None = None,
     ) -> list[KeySummary]:
         """One summary per key that has results (all keys, or the named ones),
-        sorted by key."""
+        sorted by key. ``since`` (epoch seconds) keeps the time buckets that
+        start at or after it -- bucket granularity, ``store.bucket_s``."""
         try:
-            return await self._summaries(keys, top_paths, timeline_points)
+            return await self._summaries(keys, top_paths, timeline_points, since)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"reading the results store failed: {exc}") from exc
 
-    async def _summaries(self, keys: list[str] | None, top_n: int, points: int) -> list[KeySummary]:
+    async def _summaries(
+        self, keys: list[str] | None, top_n: int, points: int, since: float | None
+    ) -> list[KeySummary]:
         async with self.engine.connect() as conn:
             q = select(
                 _B.c.key,
@@ -158,6 +162,8 @@ class ResultsReader:
             ).order_by(_B.c.key, _B.c.bucket_start)
             if keys is not None:
                 q = q.where(_B.c.key.in_(keys))
+            if since is not None:
+                q = q.where(_B.c.bucket_start >= since)
             per_key: dict[str, list[tuple[int, VerdictCounts, LatencyHistogram, LatencyHistogram]]] = defaultdict(list)
             for row in await conn.execute(q):
                 per_key[row.key].append(
@@ -170,6 +176,8 @@ class ResultsReader:
             if keys is not None:
                 pq = pq.where(_P.c.key.in_(keys))
                 nq = nq.where(_N.c.key.in_(keys))
+            if since is not None:
+                pq = pq.where(_P.c.bucket_start >= since)
             paths: dict[str, list[PathCount]] = defaultdict(list)
             for row in await conn.execute(pq):
                 paths[row.key].append(PathCount(row.path, row.kind, int(row.n)))
@@ -196,15 +204,16 @@ class ResultsReader:
             )
         return out
 
-    async def samples(self, key: str, limit: int = DEFAULT_SAMPLES_PER_KEY) -> list[StoredSample]:
+    async def samples(
+        self, key: str, limit: int = DEFAULT_SAMPLES_PER_KEY, since: float | None = None
+    ) -> list[StoredSample]:
         """The newest stored examples of a key, one per differing path first."""
+        q = select(_S).where(_S.c.key == key)
+        if since is not None:
+            q = q.where(_S.c.at >= since)
         try:
             async with self.engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(_S).where(_S.c.key == key).order_by(_S.c.at.desc(), _S.c.id.desc()).limit(limit * 20)
-                    )
-                ).all()
+                rows = (await conn.execute(q.order_by(_S.c.at.desc(), _S.c.id.desc()).limit(limit * 20))).all()
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"reading samples of {key!r} failed: {exc}") from exc
         # Prefer variety: the newest example of each path, then more of the same.

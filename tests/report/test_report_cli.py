@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
 
 from strangler_proxy.cli import report_commands
+from strangler_proxy.config import StoreSettings
+from strangler_proxy.databases import make_engine
+from strangler_proxy.result import Verdict
+from strangler_proxy.store import ResultWriter
 from tests.report.conftest import SECRET_HEADER, SECRET_TOKEN, Store
+from tests.store.factory import result
 
 runner = CliRunner()
 
@@ -111,3 +118,28 @@ def test_gate_exit_codes(store: Store) -> None:
     assert run("--database-url", "not a url", "--gate", "x").exit_code == 2
     missing = run("--database-url", f"sqlite+aiosqlite:///{store.config_path.parent / 'nope.sqlite3'}")
     assert missing.exit_code == 2 and "no results store" in missing.output
+
+
+
+def test_since_leaves_out_older_buckets(store: Store) -> None:
+    """After a fix, ``--since`` shows only what came after it: here ten fresh
+    mismatches, not the 300 old results of the same route."""
+
+    async def add_fresh() -> None:
+        engine = make_engine(store.url)
+        async with ResultWriter(engine, StoreSettings()) as writer:
+            for _ in range(10):
+                writer.observe(result("credits", Verdict.MISMATCH, time.time(), diffs=(("$.n", 1, 2),)))
+        await engine.dispose()
+
+    asyncio.run(add_fresh())
+    everything = json.loads(run("--config", str(store.config_path), "--json").stdout)
+    recent = json.loads(run("--config", str(store.config_path), "--json", "--since", "10m").stdout)
+    by_key = {k["key"]: k for k in everything["keys"]}
+    assert by_key["credits"]["samples"] == 310
+    recent_credits = next(k for k in recent["keys"] if k["key"] == "credits")
+    assert recent_credits["samples"] == 10 and recent_credits["counts"]["mismatch"] == 10
+    assert recent_credits["top_paths"] == [{"path": "$.n", "kind": "value", "count": 10}]
+    assert "ratings" not in {k["key"] for k in recent["keys"] if k["samples"]}
+    bad = run("--config", str(store.config_path), "--since", "ten minutes")
+    assert bad.exit_code == 2 and "use a number and a unit" in bad.output
