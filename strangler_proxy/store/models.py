@@ -19,15 +19,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Constraint names are fixed so alembic migrations can refer to them on
-# every dialect.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from strangler_proxy.databases import NAMING_CONVENTION
 
 KEY_LENGTH = 200
 PATH_LENGTH = 500  # longer paths are cut (with a marker) before they are stored
