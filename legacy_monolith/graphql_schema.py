@@ -25,9 +25,9 @@ from legacy_monolith import catalogue, validation
 from legacy_monolith.catalogue import CastMember, PersonRecord, RatingRecord, TitleRecord
 from legacy_monolith.db import Sessions
 from legacy_monolith.errors import BadRequest
-from legacy_monolith.validation import DEFAULT_SEARCH_LIMIT
 from legacy_monolith.loaders import BatchLoader
 from legacy_monolith.quirks import unordered
+from legacy_monolith.validation import DEFAULT_SEARCH_LIMIT
 
 FEDERATION_VERSION_URL = "https://specs.apollo.dev/federation/v2.3"
 

@@ -30,7 +30,7 @@ from strangler_proxy.exchange import Exchange, ShadowPair
 from strangler_proxy.lifter import Form, Lifted, header_values, lift
 from strangler_proxy.noise import NoiseModel
 from strangler_proxy.redact import REDACTED, body_sample, redact_header_value, redact_headers, redact_value
-from strangler_proxy.result import DiffKind, Difference, ShadowResult, Verdict
+from strangler_proxy.result import Difference, DiffKind, ShadowResult, Verdict
 from strangler_proxy.rules import CompiledRules, compile_rules, generalise_path, generalised_prefixes, render_path
 
 log = logging.getLogger(__name__)

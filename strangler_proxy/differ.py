@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.result import DiffKind, Difference
+from strangler_proxy.result import Difference, DiffKind
 from strangler_proxy.rules import CompiledRules, Keyed, Path, compile_rules, render_path
 
 # At most this many differences are kept per comparison; a completely

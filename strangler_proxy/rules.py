@@ -113,9 +113,9 @@ class CompiledRules:
         self.ignore = _compile_all("ignore", config.ignore)
         self.unordered = _compile_all("unordered", config.unordered)
         keys = _compile_all("list_keys", list(config.list_keys))
-        self.list_keys = tuple(zip(keys, config.list_keys.values()))
+        self.list_keys = tuple(zip(keys, config.list_keys.values(), strict=False))
         norm = _compile_all("normalise", list(config.normalise))
-        self.normalise = tuple((p, _chain(ops)) for p, ops in zip(norm, config.normalise.values()))
+        self.normalise = tuple((p, _chain(ops)) for p, ops in zip(norm, config.normalise.values(), strict=False))
         self.redact_paths = _compile_all("redact_paths", config.redact_paths)
         self.abs_tolerance = config.abs_tolerance
         self.rel_tolerance = config.rel_tolerance

@@ -34,7 +34,7 @@ from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.exchange import Exchange, Headers, ShadowPair, Side
 from strangler_proxy.forwarder import READ_CHUNK, UPSTREAM_FAILURES, Upstreams, translate
 from strangler_proxy.noise import wants_noise_sample
-from strangler_proxy.result import DiffKind, Difference, ResultListener, ShadowResult, Verdict
+from strangler_proxy.result import Difference, DiffKind, ResultListener, ShadowResult, Verdict
 
 if TYPE_CHECKING:
     from strangler_proxy.runtime import ProxyRuntime

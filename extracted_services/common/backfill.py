@@ -25,7 +25,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -198,7 +198,7 @@ async def verify(
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 async def _resume_point(conn: AsyncConnection, state: Table, table: str, *, restart: bool) -> tuple[Any, bool]:

@@ -71,5 +71,5 @@ class BatchCopier:
             ]
             await conn.exec_driver_sql(self._upsert_sql, params)
         else:
-            await upsert_rows(conn, self.target_table, [dict(zip(self.columns, r)) for r in rows])
+            await upsert_rows(conn, self.target_table, [dict(zip(self.columns, r, strict=False)) for r in rows])
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -40,7 +40,7 @@ def envelope(payload: dict[str, Any]) -> dict[str, Any]:
     """``payload`` plus the volatile fields the monolith adds to every body."""
     return {
         **payload,
-        "generated_at": datetime.now(timezone.utc).isoformat(),
+        "generated_at": datetime.now(UTC).isoformat(),
         "request_id": uuid.uuid4().hex,
     }
 

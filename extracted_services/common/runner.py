@@ -17,7 +17,6 @@ import contextlib
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
 from sqlalchemy import select
 
 from extracted_services.common.backfill import backfill

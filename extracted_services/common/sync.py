@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -194,7 +194,7 @@ class SyncWorker:
             await self._move_cursor(dst, changes[-1].id, len(changes))
         now = time.time()
         for ch in changes:
-            lag = max(0.0, now - ch.created_at.replace(tzinfo=timezone.utc).timestamp())
+            lag = max(0.0, now - ch.created_at.replace(tzinfo=UTC).timestamp())
             self._lag_hist.observe(lag)
             self.lags.append(lag)
         self._last_lag.set(self.lags[-1])
@@ -276,7 +276,7 @@ async def mark_start(stream: Stream, source: AsyncEngine, target: AsyncEngine) -
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _change(row: Any) -> Change:
@@ -296,7 +296,7 @@ def _coerce(table: Table, column: str, value: Any) -> Any:
     py = table.c[column].type.python_type
     if py is datetime and isinstance(value, str):
         parsed = datetime.fromisoformat(value)
-        return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
     if py is int and not isinstance(value, int):
         return int(value)
     if py is float and not isinstance(value, float):

@@ -22,10 +22,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from strangler_proxy.cli.db_commands import ConfigOption, configured_url, err_console, shown_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from strangler_proxy.cli.db_commands import ConfigOption, configured_url, err_console, shown_url
 from strangler_proxy.errors import DataMoveError, StranglerError
 
 DEFAULT_HOST = "127.0.0.1"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from strangler_proxy.config import CompareConfig
 from strangler_proxy.differ import MAX_DIFFERENCES, diff_json, diff_raw
-from strangler_proxy.result import DiffKind, Difference
+from strangler_proxy.result import Difference, DiffKind
 
 
 def kinds(diffs: list[Difference]) -> list[tuple[str, str]]:
@@ -202,7 +202,7 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=False))
     return bool(a == b)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.result import DiffKind, Difference, ShadowResult, Verdict
+from strangler_proxy.result import Difference, DiffKind, ShadowResult, Verdict
 
 from .helpers import exchange, jpair, pair
 

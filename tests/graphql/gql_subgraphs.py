@@ -93,7 +93,7 @@ class World:
             w.users[f"u{i}"] = {"id": f"u{i}", "name": f"User {i}"}
         n = 0
         for i in range(1, 8):
-            for j in range(i % 4):
+            for _ in range(i % 4):
                 n += 1
                 w.reviews[f"r{n}"] = {"id": f"r{n}", "body": f"Review {n} of p{i}", "stars": 1 + (n % 5),
                                       "author": f"u{1 + n % 4}", "product": f"p{i}"}
