@@ -1,16 +1,33 @@
 """Proxy benchmark: strangler's data plane against Debian's nginx, on loopback.
 
-    .venv/bin/python bench/proxy_bench.py            # full run, ~3 minutes
-    .venv/bin/python bench/proxy_bench.py --quick    # 1 repeat, 3 s runs
+    flock /tmp/strangler/bench.lock .venv/bin/python bench/proxy_bench.py          # ~5 minutes
+    flock /tmp/strangler/bench.lock .venv/bin/python bench/proxy_bench.py --quick  # 1 repeat, 3 s runs
 
-Needs ``nginx`` and ``wrk`` (``sudo apt-get install -y nginx wrk``); without
-them only the strangler rows are measured. The proxy (or nginx) is pinned alone
-on CPU 0, the upstreams and wrk on CPU 1 (``taskset``). Each wrk run is repeated
-and the median printed, with the proxy's CPU time per request (utime+stime of
-its process(es) from /proc, before/after, divided by the requests wrk counted)
-and the ratios to nginx. Shadow runs mirror every request to a candidate; the
-"dead" and "slow" rows point the candidate at a closed port / an upstream that
-answers after 10 s and report the proxy's peak RSS.
+Needs ``nginx``, ``wrk`` and ``hey`` (``apt-get install -y nginx wrk hey``);
+without nginx only the strangler rows are measured, without hey the fixed-rate
+rows are skipped. A naive aiohttp proxy (the issue's yardstick, ~3.3x nginx's
+CPU on the reference box) is measured too, to calibrate this box's ratios.
+The proxy (or nginx, with one worker) is pinned alone on
+CPU 0, the upstreams and the load generator on CPU 1 (``taskset``). Each run
+is repeated and the median printed (with the spread), and for every row:
+
+* ``cpu``: CPU time of the proxy's processes per request -- utime+stime from
+  ``/proc/<pid>/stat`` of the process and *all* its descendants (nginx master
+  and worker), read again for every run, divided by the requests wrk counted;
+* ``core``: busy time of CPU 0 (``/proc/stat``: everything but idle/iowait,
+  so it includes the loopback softirq work the kernel does for the proxy)
+  per request -- the issue's "core busy time"; other tenants of a shared box
+  land there too, so it is an upper bound;
+* ``conns``: TCP connections the upstream accepted during the run (a proxy
+  that keeps connections alive opens about ``c`` of them, not one per request).
+
+The fixed-rate rows drive the proxy with ``hey -q`` at the same offered rate
+(30 % of the slower proxy mode's saturation throughput, at most 2000/s,
+unless ``--rate``) in
+legacy and in shadow mode and compare client p99. The "dead" and "slow" rows
+mirror to a closed port / an upstream that answers after 10 s and sample the
+proxy's RSS during the whole run (peak = ``VmHWM``, the high-water mark since
+the process started).
 
 Figures on a shared 2-core box are noisy; compare ratios, not absolutes.
 """
@@ -28,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +54,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_CPU, LOAD_CPU = "0", "1"
+# The fixed-rate rows offer this share of the slower proxy mode's saturation
+# throughput (hey shares CPU 1 with the upstreams, so keep it modest).
+AUTO_RATE_SHARE, MAX_AUTO_RATE = 0.3, 2000
 BODY = json.dumps({"id": "tt0000001", "title": "x" * 900, "year": 1999, "genres": ["Drama"]}).encode()
 
 
 # ---------------------------------------------------------------- the upstream
 class _Upstream(asyncio.Protocol):
-    """Minimal keep-alive HTTP/1.1 server: answers every request with ~1 KB of JSON."""
+    """Minimal keep-alive HTTP/1.1 server: answers every request with ~1 KB of JSON;
+    ``GET /__conns`` answers the number of connections accepted so far."""
 
     delay = 0.0
+    accepted = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
         self.buf = b""
+        _Upstream.accepted += 1
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -62,8 +86,9 @@ class _Upstream(asyncio.Protocol):
             if len(rest) < length:
                 return
             self.buf = rest[length:]
+            body = str(_Upstream.accepted).encode() if head.startswith(b"GET /__conns ") else BODY
             resp = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                    + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+                    + str(len(body)).encode() + b"\r\n\r\n" + body)
             if self.delay:
                 asyncio.get_running_loop().call_later(self.delay, self._write, resp)
             else:
@@ -135,6 +160,39 @@ routes:
     uvloop.run(main())
 
 
+def serve_naive(port: int, legacy: int) -> None:
+    """The issue's yardstick: a straightforward aiohttp proxy (no routing,
+    metrics or logs; one default ClientSession), to calibrate this box's ratios."""
+    import uvloop
+    from aiohttp import ClientSession, web
+
+    hop = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+    async def main() -> None:
+        session = ClientSession(auto_decompress=False)
+
+        async def handle(request: web.Request) -> web.Response:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+            async with session.request(request.method, f"http://127.0.0.1:{legacy}{request.path_qs}",
+                                       headers=headers, data=await request.read() or None) as resp:
+                body = await resp.read()
+                out = {k: v for k, v in resp.headers.items() if k.lower() not in hop}
+                return web.Response(status=resp.status, body=body, headers=out)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+        await session.close()
+
+    uvloop.run(main())
+
+
 # ---------------------------------------------------------------- nginx
 NGINX_CONF = """
 worker_processes 1;
@@ -143,8 +201,11 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log {dir}/access.log;
-  upstream legacy {{ server 127.0.0.1:{legacy}; keepalive 64; }}
-  upstream candidate {{ server 127.0.0.1:{candidate}; keepalive 64; }}
+  # nginx closes a keep-alive connection after 1000 requests by default, both
+  # to clients and to upstreams; the proxy never does, so neither should nginx.
+  keepalive_requests 1000000;
+  upstream legacy {{ server 127.0.0.1:{legacy}; keepalive 64; keepalive_requests 1000000; }}
+  upstream candidate {{ server 127.0.0.1:{candidate}; keepalive 64; keepalive_requests 1000000; }}
   proxy_http_version 1.1;
   proxy_set_header Connection "";
   proxy_set_header Host $http_host;
@@ -177,19 +238,37 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def pids_of(pid: int) -> list[int]:
-    """The process and its children (nginx master + worker)."""
-    out = [pid]
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            kids = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
-            out += [int(k) for k in kids]
-    except OSError:
-        pass
+def upstream_conns(port: int) -> int:
+    """Connections the bench upstream on ``port`` has accepted (counting this one)."""
+    with socket.create_connection(("127.0.0.1", port), 2.0) as s:
+        s.sendall(b"GET /__conns HTTP/1.1\r\nHost: bench\r\n\r\n")
+        data = b""
+        while True:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep and len(body) >= int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]):
+                return int(body)
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("the bench upstream closed without answering")
+            data += chunk
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and all its descendants (nginx master + worker), read now."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                todo += [int(k) for k in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
+        except OSError:
+            pass
     return out
 
 
 def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime of every thread of these processes (the stat line sums threads)."""
     total = 0
     for pid in pids:
         try:
@@ -200,24 +279,58 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def peak_rss_mb(pids: list[int]) -> float:
-    peak = 0
+def core_busy_seconds(cpu: str) -> float:
+    """Non-idle time of one CPU from /proc/stat (user..steal minus idle and iowait)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            v = [int(x) for x in line.split()[1:9]]
+            return (sum(v) - v[3] - v[4]) / CLK_TCK
+    raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+def rss_mb(pids: list[int], field: str = "VmRSS:") -> float:
+    total = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
+                if line.startswith(field):
+                    total += int(line.split()[1])
         except OSError:
             pass
-    return peak / 1024
+    return total / 1024
+
+
+class RssSampler:
+    """Samples the RSS of a process tree every 0.25 s while a row runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self.samples.append(rss_mb(descendants(self.pid)))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @dataclass
 class Run:
     rps: float
     p50_ms: float
+    p99_ms: float
     requests: int
-    cpu_us: float | None
+    cpu_us: float | None  # the proxy's process tree, per request
+    core_us: float | None  # CPU 0 busy time, per request
+    conns: int | None  # upstream connections accepted during the run
 
 
 def _ms(text: str) -> float:
@@ -227,29 +340,66 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def wrk(port: int, conns: int, duration: float, pids: list[int] | None) -> Run:
-    before = cpu_seconds(pids) if pids else 0.0
+def _wrk(port: int, conns: int, duration: float) -> tuple[float, float, float, int]:
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency",
          f"http://127.0.0.1:{port}/bench/item?id=1"],
         capture_output=True, text=True, check=True,
     ).stdout
-    after = cpu_seconds(pids) if pids else 0.0
-    rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
-    p50 = _ms(next(line.split()[1] for line in out.splitlines() if line.strip().startswith("50%")))
-    reqs = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
-    errors = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    lines = out.splitlines()
+    rps = float(next(line.split()[1] for line in lines if line.startswith("Requests/sec")))
+    p50 = _ms(next(line.split()[1] for line in lines if line.strip().startswith("50%")))
+    p99 = _ms(next(line.split()[1] for line in lines if line.strip().startswith("99%")))
+    reqs = int(next(line.split()[0] for line in lines if "requests in" in line))
+    errors = [line.strip() for line in lines if "Non-2xx" in line or "Socket errors" in line]
     if errors:
         print("   wrk:", "; ".join(errors))
-    cpu = (after - before) / reqs * 1e6 if pids and reqs else None
-    return Run(rps, p50, reqs, cpu)
+    return rps, p50, p99, reqs
+
+
+def _hey(port: int, rate: int, duration: float) -> tuple[float, float, float, int]:
+    """``hey`` at a fixed offered rate: 16 workers x rate/16 per second each."""
+    workers = 16
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, "hey", "-c", str(workers), "-q", f"{rate / workers:.2f}",
+         "-z", f"{int(duration)}s", f"http://127.0.0.1:{port}/bench/item?id=1"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    lines = [line.strip() for line in out.splitlines()]
+    rps = float(next(line.split()[1] for line in lines if line.startswith("Requests/sec")))
+    p50 = float(next(line.split()[2] for line in lines if line.startswith("50% in"))) * 1000
+    p99 = float(next(line.split()[2] for line in lines if line.startswith("99% in"))) * 1000
+    statuses = [line for line in lines if line.startswith("[")]
+    reqs = sum(int(line.split()[1]) for line in statuses)
+    if any(not line.startswith("[200]") for line in statuses) or "Error distribution:" in lines:
+        print("   hey:", "; ".join(statuses), "(errors)" if "Error distribution:" in lines else "")
+    return rps, p50, p99, reqs
+
+
+def measure_once(port: int, load: tuple[str, int], duration: float, proxy_pid: int | None,
+                 upstream_port: int) -> Run:
+    conns_before = upstream_conns(upstream_port)
+    pids = descendants(proxy_pid) if proxy_pid else []
+    cpu0, core0 = cpu_seconds(pids), core_busy_seconds(PROXY_CPU)
+    kind, n = load
+    rps, p50, p99, reqs = _wrk(port, n, duration) if kind == "wrk" else _hey(port, n, duration)
+    cpu1, core1 = cpu_seconds(pids), core_busy_seconds(PROXY_CPU)
+    conns = upstream_conns(upstream_port) - conns_before - 1  # minus our own /__conns probe
+    cpu = (cpu1 - cpu0) / reqs * 1e6 if pids and reqs else None
+    core = (core1 - core0) / reqs * 1e6 if pids and reqs else None
+    return Run(rps, p50, p99, reqs, cpu, core, conns)
 
 
 def median_run(runs: list[Run]) -> Run:
-    cpus = [r.cpu_us for r in runs if r.cpu_us is not None]
+    def med(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
     return Run(
         statistics.median(r.rps for r in runs), statistics.median(r.p50_ms for r in runs),
-        int(statistics.median(r.requests for r in runs)), statistics.median(cpus) if cpus else None,
+        statistics.median(r.p99_ms for r in runs), int(statistics.median(r.requests for r in runs)),
+        med([r.cpu_us for r in runs]), med([r.core_us for r in runs]),
+        int(statistics.median(r.conns for r in runs if r.conns is not None)),
     )
 
 
@@ -259,10 +409,14 @@ class Stack:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, cpu: str, args: list[str], port: int) -> subprocess.Popen[bytes]:
+    def start(self, cpu: str, args: list[str], port: int, children: int = 0) -> subprocess.Popen[bytes]:
+        """Start pinned to ``cpu``; wait for the port and for ``children`` forked workers."""
         proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(proc)
         wait_port(port)
+        deadline = time.monotonic() + 10
+        while len(descendants(proc.pid)) < 1 + children and time.monotonic() < deadline:
+            time.sleep(0.05)
         return proc
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
@@ -284,12 +438,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 repeat of 3 s runs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--rate", type=int, default=0, help="offered rate of the fixed-rate rows (0: automatic)")
+    ap.add_argument("--only", choices=("strangler",), help="skip the direct and nginx rows")
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--serve-proxy", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--serve-naive", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_upstream:
         return serve_upstream(args.serve_upstream, args.delay)
+    if args.serve_naive:
+        return serve_naive(*args.serve_naive)
     if args.serve_proxy:
         port, legacy, cand, mode, log = args.serve_proxy
         return serve_proxy(int(port), int(legacy), int(cand), mode, log)
@@ -297,31 +456,40 @@ def main() -> None:
         args.repeats, args.duration = 1, 3
 
     if not shutil.which("wrk"):
-        sys.exit("wrk is missing: sudo apt-get install -y nginx wrk")
+        sys.exit("wrk is missing: apt-get install -y nginx wrk hey")
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if not nginx:
-        print("nginx is missing (sudo apt-get install -y nginx): nginx rows are skipped")
+    if args.only:
+        nginx = None
+    elif not nginx:
+        print("nginx is missing (apt-get install -y nginx): nginx rows are skipped")
+    hey = shutil.which("hey")
+    if not hey:
+        print("hey is missing (apt-get install -y hey): fixed-rate rows are skipped")
 
     stack = Stack()
     tmp = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
     results: dict[str, Run] = {}
-    rss: dict[str, float] = {}
+    rss: dict[str, tuple[float, float, float]] = {}  # label -> (RSS after 1 s, RSS at the end, peak)
 
-    def measure(label: str, port: int, pids: list[int] | None, conns: int) -> None:
-        runs = [wrk(port, conns, args.duration, pids) for _ in range(args.repeats)]
+    def measure(label: str, port: int, pid: int | None, load: tuple[str, int], upstream: int) -> Run:
+        runs = [measure_once(port, load, args.duration, pid, upstream) for _ in range(args.repeats)]
         results[label] = m = median_run(runs)
-        cpu = f"{m.cpu_us:7.1f} us/req" if m.cpu_us is not None else ""
-        print(f"  {label:<26} {m.rps:9.0f} req/s   p50 {m.p50_ms:7.3f} ms   {cpu}", flush=True)
+        spread = f"({min(r.rps for r in runs):.0f}..{max(r.rps for r in runs):.0f})" if len(runs) > 1 else ""
+        cpu = f"cpu {m.cpu_us:6.1f} core {m.core_us:6.1f} us/req" if m.cpu_us is not None else ""
+        print(f"  {label:<30} {m.rps:7.0f} req/s {spread:<13} p50 {m.p50_ms:6.3f} p99 {m.p99_ms:6.3f} ms  {cpu}"
+              f"  conns {m.conns}", flush=True)
+        return m
 
     try:
         legacy_port, cand_port = free_port(), free_port()
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(legacy_port)], legacy_port)
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(cand_port)], cand_port)
-        print(f"upstream body {len(BODY)} bytes; {args.repeats} x {args.duration:.0f} s per row; "
-              f"proxy on CPU {PROXY_CPU}, upstreams + wrk on CPU {LOAD_CPU}")
+        print(f"upstream body {len(BODY)} bytes; median of {args.repeats} x {args.duration:.0f} s per row "
+              f"(spread of req/s in brackets); proxy on CPU {PROXY_CPU}, upstreams + load on CPU {LOAD_CPU}")
 
-        measure("direct c=1", legacy_port, None, 1)
-        measure("direct c=32", legacy_port, None, 32)
+        if not args.only:
+            measure("direct c=1", legacy_port, None, ("wrk", 1), legacy_port)
+            measure("direct c=32", legacy_port, None, ("wrk", 32), legacy_port)
 
         def run_nginx(label: str, mirror: bool, candidate: int) -> None:
             d = tmp / label
@@ -331,35 +499,45 @@ def main() -> None:
                                      mirror="mirror /mirror;" if mirror else "")
             (d / "nginx.conf").write_text(conf)
             proc = stack.start(PROXY_CPU, [nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
-                               port)
-            pids = pids_of(proc.pid)
-            if mirror:
-                measure(f"{label} c=32", port, pids, 32)
-            else:
-                measure(f"{label} c=1", port, pids, 1)
-                measure(f"{label} c=32", port, pids, 32)
+                               port, children=1)
+            if not mirror:
+                measure(f"{label} c=1", port, proc.pid, ("wrk", 1), legacy_port)
+            measure(f"{label} c=32", port, proc.pid, ("wrk", 32), legacy_port)
             stack.stop(proc)
 
-        def run_proxy(label: str, mode: str, candidate: int, latency: bool) -> None:
+        def run_proxy(label: str, mode: str, candidate: int, loads: list[tuple[str, int]]) -> None:
             port = free_port()
             proc = stack.start(PROXY_CPU, [PY, __file__, "--serve-proxy", str(port), str(legacy_port),
                                            str(candidate), mode, str(tmp / f"{label}.log")], port)
-            pids = pids_of(proc.pid)
-            if latency:
-                measure(f"{label} c=1", port, pids, 1)
-            measure(f"{label} c=32", port, pids, 32)
-            rss[label] = peak_rss_mb(pids)
+            with RssSampler(proc.pid) as sampler:
+                for kind, n in loads:
+                    suffix = f"c={n}" if kind == "wrk" else f"@{n}/s"
+                    measure(f"{label} {suffix}", port, proc.pid, (kind, n), legacy_port)
+            pids = descendants(proc.pid)
+            samples = sampler.samples or [rss_mb(pids)]
+            rss.setdefault(label, (samples[min(4, len(samples) - 1)], samples[-1], rss_mb(pids, "VmHWM:")))
             stack.stop(proc)
 
         if nginx:
             run_nginx("nginx", False, cand_port)
             run_nginx("nginx+mirror", True, cand_port)
-        run_proxy("strangler legacy", "legacy", cand_port, True)
-        run_proxy("strangler shadow", "shadow", cand_port, False)
-        run_proxy("strangler shadow dead", "shadow", free_port(), False)
+        if not args.only:
+            port = free_port()
+            naive = stack.start(PROXY_CPU, [PY, __file__, "--serve-naive", str(port), str(legacy_port)], port)
+            measure("naive aiohttp proxy c=32", port, naive.pid, ("wrk", 32), legacy_port)
+            stack.stop(naive)
+        run_proxy("strangler legacy", "legacy", cand_port, [("wrk", 1), ("wrk", 32)])
+        run_proxy("strangler shadow", "shadow", cand_port, [("wrk", 32)])
+        if hey:
+            slower = min(results["strangler legacy c=32"].rps, results["strangler shadow c=32"].rps)
+            rate = args.rate or min(MAX_AUTO_RATE, int(slower * AUTO_RATE_SHARE / 100) * 100)
+            run_proxy("strangler legacy", "legacy", cand_port, [("hey", rate)])
+            run_proxy("strangler shadow", "shadow", cand_port, [("hey", rate)])
+            results["rate"] = Run(rate, 0, 0, 0, None, None, None)
+        run_proxy("strangler shadow dead", "shadow", free_port(), [("wrk", 32)])
         slow_port = free_port()
         slow = stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(slow_port), "--delay", "10"], slow_port)
-        run_proxy("strangler shadow slow", "shadow", slow_port, False)
+        run_proxy("strangler shadow slow", "shadow", slow_port, [("wrk", 32)])
         stack.stop(slow)
     finally:
         stack.stop_all()
@@ -368,31 +546,48 @@ def main() -> None:
     report(results, rss, bool(nginx))
 
 
-def report(r: dict[str, Run], rss: dict[str, float], have_nginx: bool) -> None:
-    direct1 = r["direct c=1"].p50_ms
-    s = "strangler legacy"
+def report(r: dict[str, Run], rss: dict[str, tuple[float, float, float]], have_nginx: bool) -> None:
+    s, n = "strangler legacy", "nginx"
     print("| figure | strangler | nginx | ratio | target |")
     print("|---|---|---|---|---|")
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2f}x" if a is not None and b else "-"
+
+    for c in (32, 1):
+        sr, nr = r[f"{s} c={c}"], r.get(f"{n} c={c}")
+        for what, sv, nv in (("process CPU", sr.cpu_us, nr and nr.cpu_us), ("core-0 busy", sr.core_us, nr and nr.core_us)):
+            nv_txt = f"{nv:.0f} us" if nv is not None else "-"
+            print(f"| {what}/request, legacy pass-through c={c} | {sv:.0f} us | {nv_txt} | {ratio(sv, nv)} | <= 2.5x |")
     if have_nginx:
-        n = "nginx"
-        nc, sc = r[f"{n} c=32"].cpu_us or 0, r[f"{s} c=32"].cpu_us or 0
-        print(f"| CPU/request, legacy pass-through (c=32) | {sc:.0f} us | {nc:.0f} us | {sc / nc:.2f}x | <= 2.5x |")
-        nc1, sc1 = r[f"{n} c=1"].cpu_us or 0, r[f"{s} c=1"].cpu_us or 0
-        print(f"| CPU/request, legacy pass-through (c=1) | {sc1:.0f} us | {nc1:.0f} us | {sc1 / nc1:.2f}x"
-              " | <= 2.5x (ref nginx ~58 us) |")
         st, nt = r[f"{s} c=32"].rps, r[f"{n} c=32"].rps
         print(f"| throughput c=32 | {st:.0f}/s | {nt:.0f}/s | {st / nt:.2f}x | >= 0.8x |")
+        direct1 = r["direct c=1"].p50_ms
         sa, na = r[f"{s} c=1"].p50_ms - direct1, r[f"{n} c=1"].p50_ms - direct1
-        print(f"| added p50 c=1 | {sa * 1000:.0f} us | {na * 1000:.0f} us | {sa / na if na > 0 else float('nan'):.2f}x"
-              " | <= 1.8x |")
-        sm, nm = r["strangler shadow c=32"].rps, r["nginx+mirror c=32"].rps
-        print(f"| shadow (mirror all) throughput c=32 | {sm:.0f}/s | {nm:.0f}/s (mirror) | {sm / nm:.2f}x | >= 1.3x |")
+        print(f"| added p50 c=1 (direct {direct1 * 1000:.0f} us) | {sa * 1000:.0f} us | {na * 1000:.0f} us | "
+              f"{sa / na if na > 0 else float('nan'):.2f}x | <= 1.8x |")
+        sm, nm = r["strangler shadow c=32"], r["nginx+mirror c=32"]
+        print(f"| shadow (mirror all) throughput c=32 | {sm.rps:.0f}/s | {nm.rps:.0f}/s (mirror) | "
+              f"{sm.rps / nm.rps:.2f}x | >= 1.3x |")
+        print(f"| shadow CPU/request c=32 (process) | {sm.cpu_us:.0f} us | {nm.cpu_us:.0f} us (mirror) | "
+              f"{ratio(sm.cpu_us, nm.cpu_us)} | |")
         print(f"| nginx throughput / direct c=32 | | {nt / r['direct c=32'].rps:.2f}x | | ref ~0.57x |")
-    else:
-        print(f"| CPU/request legacy c=32 | {r[f'{s} c=32'].cpu_us:.0f} us | - | - | <= 145 us |")
+        nv = r.get("naive aiohttp proxy c=32")
+        if nv is not None:
+            print(f"| yardstick: naive aiohttp proxy CPU/request c=32 (process / core) | {nv.cpu_us:.0f} us / "
+                  f"{nv.core_us:.0f} us | | {ratio(nv.cpu_us, r[f'{n} c=32'].cpu_us)} / "
+                  f"{ratio(nv.core_us, r[f'{n} c=32'].core_us)} | ref ~3.3x |")
+        print(f"| nginx+mirror / nginx throughput c=32 | | {nm.rps / nt:.2f}x | | ref ~0.35x |")
+    if "rate" in r:
+        rate = int(r["rate"].rps)
+        lg, sh = r[f"{s} @{rate}/s"], r[f"strangler shadow @{rate}/s"]
+        print(f"| p99 at a fixed {rate}/s: shadow vs legacy | {sh.p99_ms:.2f} ms vs {lg.p99_ms:.2f} ms "
+              f"(p50 {sh.p50_ms:.2f} vs {lg.p50_ms:.2f}) | | {sh.p99_ms / lg.p99_ms:.2f}x | <= 1.10x |")
     for label in ("strangler shadow dead", "strangler shadow slow"):
-        print(f"| {label} c=32 | {r[f'{label} c=32'].rps:.0f}/s, peak RSS {rss[label]:.0f} MB | | | flat |")
-    print(f"| peak RSS legacy / shadow | {rss[s]:.0f} MB / {rss['strangler shadow']:.0f} MB | | | |")
+        first, last, peak = rss[label]
+        print(f"| {label} c=32 | {r[f'{label} c=32'].rps:.0f}/s; RSS {first:.0f} -> {last:.0f} MB, peak {peak:.0f} MB"
+              " | | | flat |")
+    print(f"| peak RSS legacy / shadow | {rss[s][2]:.0f} MB / {rss['strangler shadow'][2]:.0f} MB | | | |")
 
 
 if __name__ == "__main__":

@@ -181,8 +181,10 @@ async def _serve_until_signal(components: list[Component]) -> None:
 
 
 def _run(components: list[Component]) -> None:
+    import uvloop  # the proxy's hot path runs on this loop: uvloop, as `strangler proxy` uses
+
     try:
-        asyncio.run(_serve_until_signal(components))
+        uvloop.run(_serve_until_signal(components))
     except StranglerError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from exc
