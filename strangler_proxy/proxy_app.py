@@ -228,7 +228,11 @@ class ProxyHandler:
         can_fall_back = route.config.fallback and method in SAFE_METHODS and not request.body_exists
         served = await self._forward(request, config, route.target, "target", method, target_path, query, route, tee,
                                      fallback=can_fall_back)
-        if tee is None:  # nothing compares this answer: guardrails still see how the target did
+        # A reverse shadow compares the target's answer -- but only a complete one
+        # that was not replaced by a fallback. Anything else is recorded here, so
+        # the guardrails see every failure of the target, mirrored or not.
+        compared = tee is not None and not served.fallback and served.body is not None and served.error is None
+        if not compared:
             self.shadow.served(route.name, route.mode.value, method, request.raw_path,
                                served.status or None, served.latency_s,
                                served.error if served.error != "client-disconnected" else None)
@@ -307,6 +311,7 @@ class ProxyHandler:
         try:
             resp = await client.send(method, path, query, headers, body)
         except UpstreamError as err:
+            served.latency_s = time.perf_counter() - t0  # how long the failure took
             return await self._failed(request, served, err, route, fallback)
         served.latency_s = time.perf_counter() - t0
         metrics = self.runtime.metrics
@@ -422,6 +427,9 @@ class ProxyServer(web.Server):
     def __init__(self, handler: ProxyHandler, **kwargs: Any) -> None:
         # handler_cancellation: a client that disconnects cancels its handler, which
         # closes the upstream request/response instead of finishing it for nobody.
+        # access_log=None: the proxy writes its own JSON line (accesslog.py);
+        # aiohttp's text line would repeat it at a cost on every request.
+        kwargs.setdefault("access_log", None)
         super().__init__(handler, handler_cancellation=True, **kwargs)
         self.proxy = handler
 

@@ -11,7 +11,6 @@ by, first match wins: ``--admin-url``/``--token``, the environment
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, NoReturn
@@ -154,17 +153,24 @@ def register(app: typer.Typer) -> None:
         config: str = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="strangler.yaml to run"),
         port: int | None = typer.Option(None, "--port", help="proxy port (default: proxy.listen.port, 8080)"),
         admin_port: int | None = typer.Option(None, "--admin-port", help="admin port (default: proxy.admin.port, 9901)"),
+        access_log: str = typer.Option(
+            "-", "--access-log", help="where the JSON access lines go: '-' (stdout) or a file (appended)"
+        ),
     ) -> None:
         """Run the proxy alone (SIGHUP or saving the file reloads it; Ctrl-C stops)."""
         import uvloop
 
+        from strangler_proxy.logs import configure_logging
         from strangler_proxy.server import run_proxy
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler = configure_logging(access_log)
         try:
             uvloop.run(run_proxy(config, port=port, admin_port=admin_port))
         except StranglerError as exc:
             _fail(str(exc))
+        finally:
+            if handler is not None:
+                handler.close()
 
     @app.command("validate")
     def validate(

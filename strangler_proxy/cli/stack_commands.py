@@ -10,6 +10,7 @@ of the stack, append a component in :func:`stack_components`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,12 +29,15 @@ from strangler_proxy.cli.db_commands import (
     shown_url,
 )
 from strangler_proxy.config import load_config
+from strangler_proxy.databases import data_dir
 from strangler_proxy.errors import StranglerError
+from strangler_proxy.logs import configure_logging
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MONOLITH_PORT = 8001
 DEFAULT_UP_TITLES = 2_000
 DEFAULT_UP_SEED = 42
+ACCESS_LOG_NAME = "access.log"
 
 console = Console()
 
@@ -228,7 +232,17 @@ def register(app: typer.Typer) -> None:
         except StranglerError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(code=1) from exc
-        _run(components)
+        # The terminal keeps the table of URLs; warnings go to stderr and the
+        # proxy's JSON access lines to a file beside the databases.
+        access_log = data_dir() / ACCESS_LOG_NAME
+        access_log.parent.mkdir(parents=True, exist_ok=True)
+        handler = configure_logging(str(access_log), level=logging.WARNING)
+        console.print(f"proxy access log: {access_log}")
+        try:
+            _run(components)
+        finally:
+            if handler is not None:
+                handler.close()
 
     @app.command("monolith")
     def monolith(

@@ -138,7 +138,7 @@ async def test_strangler_proxy_runs_alone_and_stops_on_sigterm(tmp_path: Path, u
     proc = subprocess.Popen(
         [sys.executable, "-m", "strangler_proxy.cli.main", "proxy", "--config", str(path), "--port", str(port),
          "--admin-port", str(admin_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         async with httpx.AsyncClient(timeout=2) as client:
@@ -151,7 +151,7 @@ async def test_strangler_proxy_runs_alone_and_stops_on_sigterm(tmp_path: Path, u
                 except httpx.ConnectError:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         proc.kill()
-                        pytest.fail(f"the proxy did not start:\n{proc.communicate(timeout=5)[0]}")
+                        pytest.fail(f"the proxy did not start:\n{proc.communicate(timeout=5)}")
                     await asyncio.sleep(0.1)
             assert r.status_code == 200
             assert (await client.get(f"http://127.0.0.1:{port}/api/titles/tt1/ratings")).json()["value"] == 42
@@ -161,9 +161,14 @@ async def test_strangler_proxy_runs_alone_and_stops_on_sigterm(tmp_path: Path, u
                           env={"STRANGLER_ADMIN_URL": f"http://127.0.0.1:{admin_port}"})
             assert r.exit_code == 0, r.output
     finally:
-        out = ""
+        out = err = ""
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
-            out, _ = proc.communicate(timeout=15)
-    assert proc.returncode == 0, out
+            out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
     assert f"listening on http://127.0.0.1:{port}" in out
+    # stdout carries the access log: one bare JSON object per request line
+    access = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {"route": "ratings", "method": "GET", "target": "/api/titles/tt1/ratings", "status": 200}.items() <= \
+        access[0].items()
+    assert "strangler.server" in err and "aiohttp.access" not in err + out  # diagnostics on stderr, no text copy

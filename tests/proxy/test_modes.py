@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from strangler_proxy.config import Mode
 from strangler_proxy.result import Verdict
 from strangler_proxy.router import RouteState
@@ -148,6 +150,21 @@ async def test_fallback_when_target_down(make_proxy: MakeProxy) -> None:
     # a write is never retried on legacy: the client gets the 502
     post = await raw_request(proxy.port, req("POST", "/api/titles/tt1/ratings", body=b"{}"))
     assert post.status == 502 and post.json()["upstream"] == "target"
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+async def test_a_failing_target_is_recorded_even_when_reverse_shadowed(make_proxy: MakeProxy, fallback: bool) -> None:
+    """Extracted with reverse shadow: a dead target leaves nothing to compare, but the
+    failure still reaches the listeners (guardrails) as a candidate error."""
+    extra = f"reverse_shadow: true, fallback: {str(fallback).lower()}"
+    proxy = await make_proxy(ROUTE.format(mode="extracted", extra=extra), target_port=1)
+    resp = await get(proxy, "/api/titles/tt1/ratings")
+    assert resp.status == (200 if fallback else 502)
+    await proxy.shadow.drain()
+    await asyncio.sleep(0)  # results reach the listeners on the next loop iteration
+    [result] = proxy.results.results
+    assert (result.verdict, result.reason) == (Verdict.CANDIDATE_ERROR, "connect")
+    assert result.candidate_latency_s is not None and result.candidate_latency_s > 0
 
 
 async def test_queue_full_drops_and_counts(make_proxy: MakeProxy) -> None:
