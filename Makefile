@@ -19,6 +19,7 @@ up: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure-test-services
+	$(BIN)/ruff check strangler_proxy legacy_monolith extracted_services tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
