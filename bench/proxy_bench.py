@@ -1,5 +1,9 @@
 """Proxy benchmark: strangler's data plane against Debian's nginx, on loopback.
 
+The proxy measured is the real assembled one (``ProxyServer``): routing,
+metrics and the JSON access log on, and in shadow mode every mirrored pair
+diffed by the diff engine and written to the results store (SQLite).
+
     flock /tmp/strangler/bench.lock .venv/bin/python bench/proxy_bench.py          # ~5 minutes
     flock /tmp/strangler/bench.lock .venv/bin/python bench/proxy_bench.py --quick  # 1 repeat, 3 s runs
 
@@ -114,23 +118,28 @@ def serve_upstream(port: int, delay: float) -> None:
 
 # ---------------------------------------------------------------- the proxy
 def serve_proxy(port: int, legacy: int, candidate: int, mode: str, log_path: str) -> None:
+    """The real assembled proxy (``ProxyServer``): the diff engine compares every
+    mirrored pair and the results store writes them (SQLite) -- what users run."""
+    import tempfile
+
     import uvloop
 
     sys.path.insert(0, str(ROOT))
     from strangler_proxy.accesslog import write_access_log_to
-    from strangler_proxy.config import load_config_text
-    from strangler_proxy.proxy_app import start_proxy
-    from strangler_proxy.runtime import ProxyRuntime
-    from strangler_proxy.shadow import BytesComparator, ShadowDispatcher
+    from strangler_proxy.server import ProxyServer
 
     # A realistic table: a few specific routes, and the benchmark's path either
     # unmatched (legacy pass-through) or caught by a shadowing catch-all.
     catch_all = "legacy" if mode == "legacy" else "shadow"
-    config = load_config_text(f"""
+    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
+    config = workdir / "strangler.yaml"
+    config.write_text(f"""
+proxy: {{admin_tokens: {{bench: bench-token}}}}
 upstreams:
   legacy: {{url: "http://127.0.0.1:{legacy}"}}
   candidate: {{url: "http://127.0.0.1:{candidate}", connect_timeout_s: 1}}
 shadow: {{timeout_s: 2}}
+compare: {{ignore: ["$..request_id"]}}
 routes:
   - {{name: ratings, path: "/api/titles/{{id}}/ratings", target: candidate, mode: shadow}}
   - {{name: cast, path: "/api/titles/{{id}}/cast", target: candidate, mode: canary, percent: 10,
@@ -141,20 +150,11 @@ routes:
 
     async def main() -> None:
         handler = write_access_log_to(log_path)
-        runtime = ProxyRuntime(config)
-
-        class Count:
-            def observe(self, result: object) -> None:
-                pass
-
-        shadow = ShadowDispatcher(config.shadow, BytesComparator(), [Count()], runtime)
-        await shadow.start()
-        runner, _ = await start_proxy(runtime, shadow, "127.0.0.1", port)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        await runner.cleanup()
-        await shadow.stop()
+        state = f"sqlite+aiosqlite:///{workdir / 'control.sqlite3'}"
+        async with ProxyServer(config, port=port, admin_port=0, state_url=state, watch=False):
+            stop = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+            await stop.wait()
         handler.close()
 
     uvloop.run(main())
