@@ -361,6 +361,14 @@ class StranglerConfig(_Frozen):
 
         return database_url("control", self.databases.get("control") or self.store.url)
 
+    def database_url_of(self, name: str) -> str:
+        """The URL of database ``name`` as this file configures it (see databases.py)."""
+        if name == "control":
+            return self.control_database_url()
+        from strangler_proxy.databases import database_url
+
+        return database_url(name, self.databases.get(name))
+
     def admin_tokens(self) -> dict[str, str]:
         """Configured tokens plus ``STRANGLER_ADMIN_TOKEN`` (named ``env``)."""
         tokens = dict(self.proxy.admin_tokens)

@@ -39,17 +39,23 @@ class MigrationEnv:
     name: str
     directory: Path
     version_table: str
+    database: str  # the database it migrates (several environments may share one)
 
 
-def _env(name: str) -> MigrationEnv:
-    return MigrationEnv(name=name, directory=MIGRATIONS_ROOT / name, version_table=f"alembic_version_{name}")
+def _env(name: str, database: str | None = None) -> MigrationEnv:
+    return MigrationEnv(
+        name=name,
+        directory=MIGRATIONS_ROOT / name,
+        version_table=f"alembic_version_{name}",
+        database=database or name,
+    )
 
 
-# name -> environment. One line per database; later issues append theirs.
+# name -> environment. One line per environment; later issues append theirs.
 MIGRATIONS: dict[str, MigrationEnv] = {
     "monolith": _env("monolith"),
-    "results": _env("results"),
     "control": _env("control"),
+    "results": _env("results", database="control"),  # the results store shares the control database
     "ratings": _env("ratings"),
     "credits": _env("credits"),
     "images": _env("images"),
@@ -57,8 +63,13 @@ MIGRATIONS: dict[str, MigrationEnv] = {
 
 
 def known_databases() -> tuple[str, ...]:
-    """Names of every database with migrations, in registry order."""
+    """Names of every migration environment, in registry order."""
     return tuple(MIGRATIONS)
+
+
+def database_of(name: str) -> str:
+    """The database environment ``name`` migrates (``results`` -> ``control``)."""
+    return _lookup(name).database
 
 
 def _lookup(name: str) -> MigrationEnv:

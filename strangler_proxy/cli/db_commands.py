@@ -35,8 +35,7 @@ ConfigOption = typer.Option(
 def configured_url(name: str, config: str = DEFAULT_CONFIG) -> str:
     """The URL of database ``name``, honouring ``databases:`` in ``config`` if present."""
     path = Path(config)
-    configured = load_config(path).databases.get(name) if path.is_file() else None
-    return database_url(name, configured)
+    return load_config(path).database_url_of(name) if path.is_file() else database_url(name)
 
 
 def shown_url(url: str) -> str:
@@ -65,7 +64,7 @@ def register(app: typer.Typer) -> None:
         done: list[dict[str, str]] = []
         try:
             for name in names:
-                url = configured_url(name, config)
+                url = configured_url(migrate.database_of(name), config)
                 asyncio.run(migrate.upgrade(name, url, revision))
                 done.append({"database": name, "url": shown_url(url), "revision": revision})
         except StranglerError as exc:
@@ -86,7 +85,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Take one database down to REVISION."""
         try:
-            url = configured_url(name, config)
+            url = configured_url(migrate.database_of(name), config)
             asyncio.run(migrate.downgrade(name, url, revision))
         except StranglerError as exc:
             raise _fail(exc) from exc

@@ -55,6 +55,17 @@ def test_db_upgrade_seed_downgrade(cli: typer.Typer, data_dir: str) -> None:
     assert result.exit_code == 1 and "unknown database 'nope'" in result.output
 
 
+def test_db_upgrade_puts_the_results_store_in_the_control_database(cli: typer.Typer, data_dir: str) -> None:
+    """The proxy writes results into the control database; the CLI must migrate them there."""
+    result = CliRunner().invoke(cli, ["db", "upgrade", "--json"])
+    assert result.exit_code == 0, result.output
+    urls = {row["database"]: row["url"] for row in json.loads(result.stdout)}
+    assert urls["results"] == urls["control"] and urls["control"].endswith("control.sqlite3")
+    control = f"sqlite+aiosqlite:///{Path(data_dir) / 'control.sqlite3'}"
+    assert asyncio.run(scalar(control, "SELECT count(*) FROM result_buckets")) == 0
+    assert not (Path(data_dir) / "results.sqlite3").exists()
+
+
 def test_strangler_yaml_databases_key_is_honoured(cli: typer.Typer, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere.sqlite3"
     (tmp_path / "strangler.yaml").write_text(
