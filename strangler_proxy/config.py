@@ -36,6 +36,7 @@ DEFAULT_SHADOW_QUEUE = 1000
 DEFAULT_SHADOW_WORKERS = 32
 DEFAULT_SHADOW_TIMEOUT_S = 5.0
 DEFAULT_SHADOW_BODY_LIMIT = 1024 * 1024
+DEFAULT_BUCKET_S = 60  # width of a results-store aggregate bucket
 ADMIN_TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
 
 # Route names never contain a dot, so they cannot be confused with GraphQL
@@ -296,7 +297,7 @@ class StoreSettings(_Frozen):
     body_limit: int = Field(default=16 * 1024, ge=0)  # stored sample bodies are truncated
     samples_per_path: int = Field(default=20, ge=0)
     retention_days: float = Field(default=14, gt=0)
-    bucket_s: int = Field(default=60, ge=1)
+    bucket_s: int = Field(default=DEFAULT_BUCKET_S, ge=1)
 
 
 class StranglerConfig(_Frozen):

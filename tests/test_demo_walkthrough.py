@@ -104,7 +104,8 @@ async def stack(tmp_path: Path, data_dir: str, monkeypatch: pytest.MonkeyPatch) 
             task.result()  # raise what failed
         started = dict(ready[0])
         assert set(started) == {
-            "monolith", "ratings", "credits", "images", "sync ratings", "sync ratings (reverse)", "sync credits", "proxy",
+            "monolith", "ratings", "credits", "images", "sync ratings", "sync ratings (reverse)", "sync credits",
+            "sync credits (from ratings)", "proxy",
         }
         # The services listen where the proxy's upstreams point.
         assert started["ratings"] == f"http://127.0.0.1:{ports['ratings']}"

@@ -31,15 +31,18 @@ class ServiceSpec:
     default_port: int
     create_app: Callable[[str], web.Application]  # database URL -> app
     backfill: BackfillPlan
-    # monolith outbox -> service (empty: the service is backfill-only)
+    # outboxes -> service, the monolith's first (empty: the service is backfill-only)
     streams: tuple[Stream, ...] = ()
     # service outbox -> monolith, after the write path is cut over
     reverse: Stream | None = None
 
-    def stream(self, *, reverse: bool) -> Stream | None:
+    def stream(self, *, reverse: bool, source: str | None = None) -> Stream | None:
+        """The reverse stream, or the forward one draining ``source`` (default: the first)."""
         if reverse:
             return self.reverse
-        return self.streams[0] if self.streams else None
+        if source is None:
+            return self.streams[0] if self.streams else None
+        return next((s for s in self.streams if s.source == source), None)
 
 
 def service_spec(name: str) -> ServiceSpec:

@@ -118,6 +118,10 @@ class Stream:
     outbox: Table  # in the source database
     state: Table  # sync_state, in the target database
     appliers: Mapping[str, Applier]  # entity -> applier; other entities are skipped
+    # The database whose outbox this drains (a name for databases.database_url):
+    # the monolith's, or a service's -- credits also follows the ratings
+    # service, which is where votes happen once their routes are extracted.
+    source: str = "monolith"
     # Tables written with the source's ids: their PostgreSQL serials are moved
     # past those ids after each batch, so the target's own inserts never collide.
     serial_tables: tuple[Table, ...] = ()

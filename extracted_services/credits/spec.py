@@ -14,6 +14,7 @@ from extracted_services.common.registry import ServiceSpec
 from extracted_services.common.sync import Stream, row_applier
 from extracted_services.credits import models
 from extracted_services.credits.app import DEFAULT_PORT, create_app
+from extracted_services.ratings import models as ratings_models
 
 SPEC = ServiceSpec(
     name="credits",
@@ -36,6 +37,17 @@ SPEC = ServiceSpec(
             models.sync_state,
             {"rating": row_applier(models.title_votes, "title_id")},
             gap_grace_s=0.0,  # the monolith serialises outbox inserts (legacy_monolith/outbox.py)
+        ),
+        # Once the ratings write routes are extracted, votes happen in the ratings
+        # service; its outbox carries the same ``rating`` events. (Its reverse sync
+        # into the monolith writes no outbox rows, so the stream above goes quiet.)
+        Stream(
+            "ratings",
+            ratings_models.outbox,
+            models.sync_state,
+            {"rating": row_applier(models.title_votes, "title_id")},
+            source="ratings",
+            gap_grace_s=0.0,  # the ratings service serialises outbox inserts (store._record)
         ),
     ),
 )

@@ -70,6 +70,7 @@ SPEC = ServiceSpec(
         models.outbox,
         mono.reverse_sync_state,
         {"vote": vote_applier(mono.votes), "rating": row_applier(mono.ratings, "title_id")},
+        source="ratings",
         serial_tables=(mono.votes,),
         gap_grace_s=0.0,  # store._record serialises outbox inserts
     ),

@@ -135,20 +135,28 @@ def _print_backfill(out: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------- sync
-def _worker(name: str, config: str, *, reverse: bool, batch_size: int, poll_interval_s: float) -> Any:
+def _worker(
+    name: str, config: str, *, reverse: bool, batch_size: int, poll_interval_s: float, source: str | None = None
+) -> Any:
     from extracted_services.common.sync import SyncWorker
     from strangler_proxy.databases import make_engine
     from strangler_proxy.errors import ConfigError
 
     spec = _spec(name)
-    stream = spec.stream(reverse=reverse)
+    stream = spec.stream(reverse=reverse, source=source)
     if stream is None:
-        direction = "reverse " if reverse else ""
-        raise ConfigError(f"service {name!r} has no {direction}sync stream (it is backfill-only)", field="service")
-    monolith = make_engine(configured_url("monolith", config))
-    service = make_engine(configured_url(name, config))
-    source, target = (service, monolith) if reverse else (monolith, service)
-    return SyncWorker(name, stream, source, target, batch_size=batch_size, poll_interval_s=poll_interval_s)
+        what = "reverse sync stream" if reverse else f"sync stream from {source or 'the monolith'}"
+        known = ", ".join(s.source for s in spec.streams) or "none: it is backfill-only"
+        raise ConfigError(f"service {name!r} has no {what} (forward sources: {known})", field="service")
+    target = "monolith" if reverse else name
+    return SyncWorker(
+        name,
+        stream,
+        make_engine(configured_url(stream.source, config)),
+        make_engine(configured_url(target, config)),
+        batch_size=batch_size,
+        poll_interval_s=poll_interval_s,
+    )
 
 
 async def _sync_once(worker: Any, reverse: bool) -> dict[str, Any]:
@@ -229,6 +237,9 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="ratings or credits (images is backfill-only)"),
         once: bool = typer.Option(False, "--once", help="Drain what is in the outbox now, then exit"),
         reverse: bool = typer.Option(False, "--reverse", help="Service outbox -> monolith (after cut-over)"),
+        source: str = typer.Option(
+            None, "--from", help="Whose outbox to follow (default: the monolith's; credits also: ratings)"
+        ),
         metrics_port: int = typer.Option(None, help="Port of /metrics (default: the service's port + 1000; -1: none)"),
         host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface of /metrics"),
         batch_size: int = typer.Option(500, min=1, help="Outbox rows per transaction"),
@@ -238,7 +249,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply the outbox to the other side, in order, exactly once in effect."""
         try:
-            worker = _worker(name, config, reverse=reverse, batch_size=batch_size, poll_interval_s=poll_interval)
+            worker = _worker(name, config, reverse=reverse, batch_size=batch_size, poll_interval_s=poll_interval,
+                             source=source)
             if once:
                 out = asyncio.run(_sync_once(worker, reverse))
                 if as_json:
@@ -293,11 +305,16 @@ def service_components(config: str, host: str = DEFAULT_HOST, *, with_sync: bool
         components.append(Component(name, server.start, server.stop))
     if with_sync:
         for name in SERVICE_NAMES:
-            for reverse in (False, True):
-                if _spec(name).stream(reverse=reverse) is None:
-                    continue
-                worker = _worker(name, config, reverse=reverse, batch_size=500, poll_interval_s=0.05)
-                runner = SyncRunner(worker, host=host, metrics_port=sync_metrics_port(ports[name], reverse=reverse))
-                label = f"sync {name}" + (" (reverse)" if reverse else "")
+            spec = _spec(name)
+            # (reverse, source, metrics port): every worker's metrics are on one
+            # registry, so the extra forward streams need no endpoint of their own.
+            plan = [(False, s.source, sync_metrics_port(ports[name], reverse=False) if i == 0 else None)
+                    for i, s in enumerate(spec.streams)]
+            if spec.reverse is not None:
+                plan.append((True, None, sync_metrics_port(ports[name], reverse=True)))
+            for reverse, source, metrics_port in plan:
+                worker = _worker(name, config, reverse=reverse, batch_size=500, poll_interval_s=0.05, source=source)
+                runner = SyncRunner(worker, host=host, metrics_port=metrics_port)
+                label = f"sync {name}" + (" (reverse)" if reverse else "" if source == "monolith" else f" (from {source})")
                 components.append(Component(label, runner.start, runner.stop))
     return components

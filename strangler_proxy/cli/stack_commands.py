@@ -237,6 +237,7 @@ def register(app: typer.Typer) -> None:
         access_log = data_dir() / ACCESS_LOG_NAME
         access_log.parent.mkdir(parents=True, exist_ok=True)
         handler = configure_logging(str(access_log), level=logging.WARNING)
+        logging.getLogger("strangler").setLevel(logging.INFO)  # reloads, flips, rollbacks: say so
         console.print(f"proxy access log: {access_log}")
         try:
             _run(components)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from strangler_proxy.config import Mode, StranglerConfig
+from strangler_proxy.config import DEFAULT_BUCKET_S, Mode, StranglerConfig
 from strangler_proxy.errors import StoreError
 from strangler_proxy.readiness import Readiness, evaluate, rules_for_key
 from strangler_proxy.store.keys import KeyKind, configured_for_key, configured_keys, key_kind
@@ -81,7 +81,7 @@ async def build_report(
     results plus every configured route or field that is not in legacy mode
     (so one that gets no traffic shows up as insufficient samples). ``since``
     (epoch seconds) leaves out older time buckets -- to see a fix take effect."""
-    reader = ResultsReader(engine)
+    reader = ResultsReader(engine, config.store.bucket_s if config is not None else DEFAULT_BUCKET_S)
     if not await reader.has_tables():
         raise StoreError(f"the results store at {database or 'the database'} has no tables; run `strangler db upgrade`")
     summaries = {s.key: s for s in await reader.summaries(keys, since=since)}

@@ -21,6 +21,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from strangler_proxy.config import DEFAULT_BUCKET_S
 from strangler_proxy.errors import StoreError
 from strangler_proxy.store.counts import VerdictCounts
 from strangler_proxy.store.histogram import LatencyHistogram, merge_all
@@ -117,8 +118,9 @@ def _hist(text: str | None) -> LatencyHistogram:
 class ResultsReader:
     """Read-only queries over the results store."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, bucket_s: int = DEFAULT_BUCKET_S) -> None:
         self.engine = engine
+        self.bucket_s = bucket_s  # the writer's store.bucket_s: how wide one stored bucket is
 
     async def has_tables(self) -> bool:
         try:
@@ -178,6 +180,7 @@ class ResultsReader:
                 nq = nq.where(_N.c.key.in_(keys))
             if since is not None:
                 pq = pq.where(_P.c.bucket_start >= since)
+                nq = nq.where(_N.c.last_seen >= since)  # noise still seen since then (counts are all-time)
             paths: dict[str, list[PathCount]] = defaultdict(list)
             for row in await conn.execute(pq):
                 paths[row.key].append(PathCount(row.path, row.kind, int(row.n)))
@@ -199,7 +202,7 @@ class ResultsReader:
                     top_paths=tuple(ranked[:top_n]),
                     distinct_paths=len({p.path for p in ranked}),
                     noise=tuple(sorted(noise.get(key, []), key=lambda e: (-e.count, e.path))),
-                    timeline=_timeline(rows, points),
+                    timeline=_timeline(rows, points, self.bucket_s),
                 )
             )
         return out
@@ -245,13 +248,15 @@ class ResultsReader:
 
 
 def _timeline(
-    rows: list[tuple[int, VerdictCounts, LatencyHistogram, LatencyHistogram]], points: int
+    rows: list[tuple[int, VerdictCounts, LatencyHistogram, LatencyHistogram]], points: int, bucket_s: int
 ) -> tuple[TimePoint, ...]:
-    """Group consecutive buckets into at most ``points`` equal time spans."""
+    """Group consecutive buckets into at most ``points`` equal time spans, each a
+    whole number of buckets wide (a span ends where its last bucket ends)."""
     if not rows:
         return ()
     first, last = rows[0][0], rows[-1][0]
-    span = max(1, (last - first) // max(1, points - 1) + 1) if last > first else 1
+    buckets = (last - first) // bucket_s + 1
+    span = -(-buckets // max(1, points)) * bucket_s  # ceil(buckets / points) buckets
     groups: dict[int, list[tuple[int, VerdictCounts, LatencyHistogram, LatencyHistogram]]] = defaultdict(list)
     for r in rows:
         groups[(r[0] - first) // span].append(r)

@@ -128,6 +128,35 @@ async def test_credits_follows_vote_counts_for_known_for(monolith, monolith_url,
     assert all(c.ok for c in await verify(spec.backfill, src, dst))
 
 
+async def test_credits_follows_votes_cast_in_the_ratings_service_after_cut_over(
+    monolith, monolith_url, service_db, engines, serve
+):
+    """After the write routes are extracted, votes happen in the ratings service;
+    credits' "known for" follows them through the ratings outbox."""
+    credits_spec, ratings_spec = service_spec("credits"), service_spec("ratings")
+    mono_db = engines(monolith_url)
+    ratings_url = await service_db("ratings")
+    ratings_db, credits_db = engines(ratings_url), engines(await service_db("credits"))
+    await backfill(ratings_spec.backfill, mono_db, ratings_db)
+    await backfill(credits_spec.backfill, mono_db, credits_db)
+    ratings = await serve(create_app(RatingsSettings(ratings_url, Rounding.LEGACY)))
+    credits = await serve(credits_spec.create_app(str(credits_db.url)))
+    _, before = await answer(credits, "GET", "/api/people/nm0000001/known-for")
+    async with mono_db.connect() as conn:
+        titles = (await conn.execute(select(mono.credits.c.title_id).where(mono.credits.c.person_id == "nm0000001"))).scalars().all()
+    loser = sorted(set(titles) - {t["id"] for t in before["titles"]})[0]
+    for u in range(70):
+        assert (await ratings.post(f"/api/titles/{loser}/ratings", json={"user_id": f"fan{u}", "value": 9})).status == 201
+
+    stream = credits_spec.stream(reverse=False, source="ratings")
+    assert stream is not None and stream.source == "ratings"
+    follower = SyncWorker("credits", stream, ratings_db, credits_db)
+    await follower.prepare()
+    assert await follower.drain() == 140  # 70 votes, each a vote and a rating event
+    _, after = await answer(credits, "GET", "/api/people/nm0000001/known-for")
+    assert after["titles"][0]["id"] == loser
+
+
 async def test_reverse_sync_keeps_the_monolith_current(monolith, monolith_url, service_db, engines, serve):
     spec = service_spec("ratings")
     src, url = engines(monolith_url), await service_db("ratings")

@@ -182,6 +182,17 @@ async def test_latency_quantiles_merge_across_buckets_in_the_store(engine: Async
     assert p99 is not None and 0.29 < p99 < 0.33  # the slow bucket shows in the merged p99
     assert p50 is not None and 0.0045 < p50 < 0.0105
     assert len(summary.timeline) == 2 and [p.counts.match for p in summary.timeline] == [90, 10]
+    # each point covers whole buckets: it ends where its last 60 s bucket ends
+    b0 = BASE_T // 60 * 60  # the first result's bucket
+    assert [(p.start - b0, p.end - b0) for p in summary.timeline] == [(0, 60), (120, 180)]
+
+
+async def test_a_timeline_point_of_one_small_bucket_ends_with_it(engine: AsyncEngine) -> None:
+    writer = ResultWriter(engine, StoreSettings(bucket_s=10))
+    writer.observe(result("ratings", Verdict.MATCH, BASE_T + 3))
+    await writer.flush()
+    [summary] = await ResultsReader(engine, bucket_s=10).summaries()
+    assert [(p.start - BASE_T, p.end - BASE_T) for p in summary.timeline] == [(0, 10)]
 
 
 async def test_bodies_are_truncated_to_the_limit(engine: AsyncEngine) -> None:
