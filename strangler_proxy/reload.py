@@ -105,7 +105,10 @@ class ConfigReloader:
             self._digest = digest
             self.last_error = None
             self.reloads += 1
-            log.info("reloaded %s (%s): %d change(s) from the file", self.path, trigger, len(changes))
+            log.info(
+                "reloaded %s (%s): new config applied; %d route/field mode change(s) from the file",
+                self.path, trigger, len(changes),
+            )
             return {
                 "ok": True,
                 "changes": [

@@ -96,7 +96,7 @@ def report(
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only results of the last 90s / 10m / 2h / 7d (to the minute bucket)."),
+        typer.Option("--since", help="Only results of the last 90s / 10m / 2h / 7d (to the store bucket, store.bucket_s)."),
     ] = None,
 ) -> None:
     """Shadow results per route and GraphQL field: match rates, latencies,
