@@ -4,6 +4,11 @@ Every function takes many ids and answers a dict keyed by id, so GraphQL can
 batch a whole level of a query into one SQL statement and REST simply asks
 for one id. Results are frozen records; presentation (JSON shapes, volatile
 fields, shuffling) is the caller's business.
+
+Reads are Core selects of plain columns (never ORM entities): building a
+mapped object, its identity-map entry and instance state costs more than the
+query on these hot paths, and the records are built from the rows anyway. So
+every function takes an ORM session (REST) or a bare connection (GraphQL).
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, literal, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from legacy_monolith.models import Credit, Image, Person, Rating, Title
+from strangler_proxy.databases import IDS_PARAM, rows_by_ids
 
 KNOWN_FOR_SIZE = 4
+
+Reader = AsyncSession | AsyncConnection  # anything with execute() and scalar()
 
 
 def _split(joined: str) -> tuple[str, ...]:
@@ -143,22 +151,42 @@ def _title(row: Any) -> TitleRecord:
     return TitleRecord(*row[:7], genres=_split(row[7]))
 
 
+_PERSON_COLUMNS = (Person.id, Person.name, Person.birth_year, Person.death_year, Person.professions)
+_IMAGE_COLUMNS = (Image.id, Image.title_id, Image.person_id, Image.url, Image.width, Image.height, Image.caption)
+
+
 def _person(row: Any) -> PersonRecord:
-    return PersonRecord(row.id, row.name, row.birth_year, row.death_year, _split(row.professions))
+    return PersonRecord(row[0], row[1], row[2], row[3], _split(row[4]))
 
 
-async def titles_by_ids(session: AsyncSession, ids: Sequence[str]) -> dict[str, TitleRecord]:
-    rows = await session.execute(select(*_TITLE_COLUMNS).where(Title.id.in_(set(ids))))
-    return {row[0]: _title(row) for row in rows}
+# The by-ids lookups: Core statements over the tables (not the ORM classes) restricted by
+# ``key IN :ids`` (an expanding parameter), built once -- SQLAlchemy's statement building and
+# cache key are then not paid per request. Hot: GraphQL asks them once per query level.
+_T, _P, _C, _R, _I = (m.__table__.c for m in (Title, Person, Credit, Rating, Image))
+_TITLES_BY_IDS = select(*(_T[c.key] for c in _TITLE_COLUMNS)).where(_T.id.in_(bindparam(IDS_PARAM, expanding=True)))
+_PEOPLE_BY_IDS = select(*(_P[c.key] for c in _PERSON_COLUMNS)).where(_P.id.in_(bindparam(IDS_PARAM, expanding=True)))
+_CAST_OF = (
+    select(_C.title_id, _C.person_id, _P.name, _C.category, _C.characters, _C.ordering)
+    .join_from(Credit.__table__, Person.__table__, _P.id == _C.person_id)
+    .where(_C.title_id.in_(bindparam(IDS_PARAM, expanding=True)))
+    .order_by(_C.title_id, _C.ordering)
+)
+_RATINGS_OF = select(_R.title_id, _R.average_rating, _R.num_votes).where(_R.title_id.in_(bindparam(IDS_PARAM, expanding=True)))
+_IMAGES_OF = (
+    select(*(_I[c.key] for c in _IMAGE_COLUMNS)).where(_I.title_id.in_(bindparam(IDS_PARAM, expanding=True))).order_by(_I.id)
+)
 
 
-async def people_by_ids(session: AsyncSession, ids: Sequence[str]) -> dict[str, PersonRecord]:
-    rows = await session.execute(select(Person).where(Person.id.in_(set(ids))))
-    return {p.id: _person(p) for p in rows.scalars()}
+async def titles_by_ids(session: Reader, ids: Sequence[str]) -> dict[str, TitleRecord]:
+    return {row[0]: _title(row) for row in await rows_by_ids(session, _TITLES_BY_IDS, ids)}
+
+
+async def people_by_ids(session: Reader, ids: Sequence[str]) -> dict[str, PersonRecord]:
+    return {row[0]: _person(row) for row in await rows_by_ids(session, _PEOPLE_BY_IDS, ids)}
 
 
 async def list_titles(
-    session: AsyncSession, filters: TitleFilter, *, limit: int, offset: int
+    session: Reader, filters: TitleFilter, *, limit: int, offset: int
 ) -> tuple[list[TitleRecord], int]:
     """One page of titles in id order, and how many match in total."""
     conditions = []
@@ -174,37 +202,27 @@ async def list_titles(
     return [_title(row) for row in await session.execute(page)], int(total or 0)
 
 
-async def cast_of(session: AsyncSession, title_ids: Sequence[str]) -> dict[str, list[CastMember]]:
-    stmt = (
-        select(Credit.title_id, Credit.person_id, Person.name, Credit.category, Credit.characters, Credit.ordering)
-        .join(Person, Person.id == Credit.person_id)
-        .where(Credit.title_id.in_(set(title_ids)))
-        .order_by(Credit.title_id, Credit.ordering)
-    )
+async def cast_of(session: Reader, title_ids: Sequence[str]) -> dict[str, list[CastMember]]:
     out: dict[str, list[CastMember]] = defaultdict(list)
-    for row in await session.execute(stmt):
-        chars = tuple(json.loads(row.characters)) if row.characters else None
-        out[row.title_id].append(
-            CastMember(row.title_id, row.person_id, row.name, row.category, chars, row.ordering)
-        )
+    for title_id, person_id, name, category, characters, ordering in await rows_by_ids(session, _CAST_OF, title_ids):
+        chars = tuple(json.loads(characters)) if characters else None
+        out[title_id].append(CastMember(title_id, person_id, name, category, chars, ordering))
     return out
 
 
-async def ratings_of(session: AsyncSession, title_ids: Sequence[str]) -> dict[str, RatingRecord]:
+async def ratings_of(session: Reader, title_ids: Sequence[str]) -> dict[str, RatingRecord]:
     """Aggregates of the titles that have votes (titles without are absent)."""
-    rows = await session.execute(select(Rating).where(Rating.title_id.in_(set(title_ids))))
-    return {r.title_id: RatingRecord(r.title_id, r.average_rating, r.num_votes) for r in rows.scalars()}
+    return {row[0]: RatingRecord(row[0], row[1], row[2]) for row in await rows_by_ids(session, _RATINGS_OF, title_ids)}
 
 
-async def images_of(session: AsyncSession, title_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
-    rows = await session.execute(select(Image).where(Image.title_id.in_(set(title_ids))).order_by(Image.id))
+async def images_of(session: Reader, title_ids: Sequence[str]) -> dict[str, list[ImageRecord]]:
     out: dict[str, list[ImageRecord]] = defaultdict(list)
-    for i in rows.scalars():
-        out[i.title_id or ""].append(ImageRecord(i.id, i.title_id, i.person_id, i.url, i.width, i.height, i.caption))
+    for row in await rows_by_ids(session, _IMAGES_OF, title_ids):
+        out[row[1] or ""].append(ImageRecord(*row))
     return out
 
 
-async def known_for(session: AsyncSession, person_ids: Sequence[str]) -> dict[str, list[TitleRecord]]:
+async def known_for(session: Reader, person_ids: Sequence[str]) -> dict[str, list[TitleRecord]]:
     """Each person's (at most) four most-voted titles; ties by title id."""
     # One row per (person, title) even when someone both wrote and directed it.
     pairs = (
@@ -237,7 +255,7 @@ async def known_for(session: AsyncSession, person_ids: Sequence[str]) -> dict[st
     return out
 
 
-async def search(session: AsyncSession, text: str, *, limit: int) -> tuple[list[TitleRecord], list[PersonRecord]]:
+async def search(session: Reader, text: str, *, limit: int) -> tuple[list[TitleRecord], list[PersonRecord]]:
     """Titles and people whose name contains ``text`` (case-insensitive);
     most-voted titles first, people by name."""
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -249,8 +267,11 @@ async def search(session: AsyncSession, text: str, *, limit: int) -> tuple[list[
         .limit(limit)
     )
     people_stmt = (
-        select(Person).where(Person.name.ilike(pattern, escape="\\")).order_by(Person.name, Person.id).limit(limit)
+        select(*_PERSON_COLUMNS)
+        .where(Person.name.ilike(pattern, escape="\\"))
+        .order_by(Person.name, Person.id)
+        .limit(limit)
     )
     titles = [_title(row) for row in await session.execute(title_stmt)]
-    people = [_person(p) for p in (await session.execute(people_stmt)).scalars()]
+    people = [_person(row) for row in await session.execute(people_stmt)]
     return titles, people

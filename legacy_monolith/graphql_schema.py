@@ -7,27 +7,31 @@ The executable :data:`SCHEMA` adds the federation plumbing (``_Any``,
 ``_Entity``, ``_Service``, the directive definitions).
 
 Resolvers read through the per-request loaders of :class:`GraphQLContext`,
-so one level of a query costs one SQL statement whatever its width. Field
-names are camelCase; records are snake_case, which :func:`field_resolver`
-bridges.
+so one level of a query costs one SQL statement whatever its width, all on
+one connection per request. Field names are camelCase; records are
+snake_case, which :func:`field_resolver` bridges.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from graphql import GraphQLResolveInfo, GraphQLSchema, build_schema
 from graphql.type import GraphQLObjectType, GraphQLUnionType
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from legacy_monolith import catalogue, validation
 from legacy_monolith.catalogue import CastMember, PersonRecord, RatingRecord, TitleRecord
-from legacy_monolith.db import Sessions
 from legacy_monolith.errors import BadRequest
 from legacy_monolith.loaders import BatchLoader
 from legacy_monolith.quirks import unordered
 from legacy_monolith.validation import DEFAULT_SEARCH_LIMIT
+
+T = TypeVar("T")
 
 FEDERATION_VERSION_URL = "https://specs.apollo.dev/federation/v2.3"
 
@@ -103,40 +107,108 @@ extend type Query {
 """
 
 
-@dataclass
+Batch = Callable[[AsyncConnection, Sequence[Any]], Awaitable[Mapping[Any, Any]]]
+
+
 class GraphQLContext:
-    """Per-request state: the session factory and one loader per batched lookup."""
+    """Per-request state: one database connection and one loader per batched lookup.
 
-    sessions: Sessions
-    titles: BatchLoader[str, TitleRecord] = field(init=False)
-    people: BatchLoader[str, PersonRecord] = field(init=False)
-    cast: BatchLoader[str, list[CastMember]] = field(init=False)
-    ratings: BatchLoader[str, RatingRecord] = field(init=False)
-    images: BatchLoader[str, list[catalogue.ImageRecord]] = field(init=False)
-    known_for: BatchLoader[str, list[TitleRecord]] = field(init=False)
+    The connection is opened on the first lookup and shared by every level of
+    the query (one pool checkout and one reset per request instead of one per
+    batch); lookups take turns on it, because a connection runs one statement
+    at a time. Loaders are made on first use: most queries need one or two of
+    them. The view calls :meth:`close` once execution has ended.
+    """
 
-    def __post_init__(self) -> None:
-        def batched(query: Any) -> BatchLoader[Any, Any]:
-            async def run(keys: Any) -> Any:
-                async with self.sessions() as session:
-                    return await query(session, keys)
+    def __init__(self, engine: AsyncEngine, slots: asyncio.Semaphore | None = None) -> None:
+        self._engine = engine
+        self._slots = slots  # see connection_slots()
+        self._conn: AsyncConnection | None = None
+        self._turn = asyncio.Lock()
+        self._loaders: dict[Batch, BatchLoader[Any, Any]] = {}
 
-            return BatchLoader(run)
+    async def read(self, query: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """``query(connection)`` on this request's connection, one at a time."""
+        async with self._turn:
+            if self._conn is None:
+                if self._slots is not None:
+                    await self._slots.acquire()
+                try:
+                    self._conn = await self._engine.connect()
+                except BaseException:
+                    if self._slots is not None:
+                        self._slots.release()
+                    raise
+            return await query(self._conn)
 
-        self.titles = batched(catalogue.titles_by_ids)
-        self.people = batched(catalogue.people_by_ids)
-        self.cast = batched(catalogue.cast_of)
-        self.ratings = batched(catalogue.ratings_of)
-        self.images = batched(catalogue.images_of)
-        self.known_for = batched(catalogue.known_for)
+    async def close(self) -> None:
+        async with self._turn:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
+
+    def _loader(self, batch: Batch) -> BatchLoader[Any, Any]:
+        loader = self._loaders.get(batch)
+        if loader is None:
+            async def run(keys: Sequence[Any]) -> Mapping[Any, Any]:
+                return await self.read(lambda conn: batch(conn, keys))
+
+            loader = self._loaders[batch] = BatchLoader(run)
+        return loader
+
+    @property
+    def titles(self) -> BatchLoader[str, TitleRecord]:
+        return self._loader(catalogue.titles_by_ids)
+
+    @property
+    def people(self) -> BatchLoader[str, PersonRecord]:
+        return self._loader(catalogue.people_by_ids)
+
+    @property
+    def cast(self) -> BatchLoader[str, list[CastMember]]:
+        return self._loader(catalogue.cast_of)
+
+    @property
+    def ratings(self) -> BatchLoader[str, RatingRecord]:
+        return self._loader(catalogue.ratings_of)
+
+    @property
+    def images(self) -> BatchLoader[str, list[catalogue.ImageRecord]]:
+        return self._loader(catalogue.images_of)
+
+    @property
+    def known_for(self) -> BatchLoader[str, list[TitleRecord]]:
+        return self._loader(catalogue.known_for)
+
+
+def connection_slots(engine: AsyncEngine) -> asyncio.Semaphore | None:
+    """A limit of concurrent GraphQL requests holding a connection: the pool's size.
+
+    Past it, a pool opens overflow connections and closes them on return -- on SQLite a new
+    aiosqlite thread and four PRAGMAs each time, on PostgreSQL a new session -- which at 16
+    concurrent requests cost more CPU than the queries. Waiting for a pooled one is cheaper.
+    None when the pool has no fixed size.
+    """
+    size = getattr(engine.pool, "size", None)
+    return asyncio.Semaphore(size()) if callable(size) else None
 
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+@functools.cache
+def _snake(field_name: str) -> str:
+    # Field names are few and fixed by the schema: converted once each, not per resolved value.
+    return _CAMEL.sub("_", field_name).lower()
+
+
 def field_resolver(source: Any, info: GraphQLResolveInfo, **_args: Any) -> Any:
     """Default resolver: ``primaryTitle`` reads ``source.primary_title``."""
-    name = _CAMEL.sub("_", info.field_name).lower()
+    name = _snake(info.field_name)
     if isinstance(source, dict):
         return source.get(name)
     return getattr(source, name, None)
@@ -157,8 +229,7 @@ async def _person(_root: Any, info: GraphQLResolveInfo, id: str) -> PersonRecord
 async def _search(_root: Any, info: GraphQLResolveInfo, q: str, limit: int | None) -> dict[str, Any]:
     text = validation.search_text(q)
     limit = validation.search_limit(DEFAULT_SEARCH_LIMIT if limit is None else limit)
-    async with _ctx(info).sessions() as session:
-        titles, people = await catalogue.search(session, text, limit=limit)
+    titles, people = await _ctx(info).read(lambda conn: catalogue.search(conn, text, limit=limit))
     return {"titles": titles, "people": people}
 
 
@@ -233,4 +304,4 @@ def _build() -> GraphQLSchema:
 
 SCHEMA = _build()
 
-__all__ = ["SCHEMA", "SUBGRAPH_SDL", "GraphQLContext", "field_resolver"]
+__all__ = ["SCHEMA", "SUBGRAPH_SDL", "GraphQLContext", "connection_slots", "field_resolver"]

@@ -15,11 +15,13 @@ Every database has a short name (``monolith``, ``control``, ``ratings``,
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Dialect, Select, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 DATABASE_NAMES = ("monolith", "control", "ratings", "credits", "images")
 
@@ -77,3 +79,54 @@ def make_engine(url: str, **kwargs: object) -> AsyncEngine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ reads by ids
+IDS_PARAM = "ids"  # the expanding parameter of statements given to rows_by_ids
+DRIVER_SQL_CACHE_SIZE = 1024  # distinct (statement, dialect, batch size); cleared whole when full
+_DRIVER_SQL: dict[tuple[int, type[Dialect], int], str | None] = {}
+
+
+def _plain_sql(stmt: Select[Any], dialect: Dialect, n: int) -> str | None:
+    """``stmt`` as driver SQL for ``n`` ids whose parameters are exactly those ids in
+    order; None when a column or parameter needs type conversion (then only
+    SQLAlchemy's own path gives the same values). Keyed by ``id(stmt)``: callers pass
+    module-level statements, which are never freed."""
+    key = (id(stmt), type(dialect), n)
+    if key in _DRIVER_SQL:
+        return _DRIVER_SQL[key]
+    compiled = stmt.compile(dialect=dialect)
+    probe = [f"p{i}" for i in range(n)]
+    state = compiled.construct_expanded_state({IDS_PARAM: probe})
+    plain = (
+        all(c.type.result_processor(dialect, None) is None for c in stmt.selected_columns)
+        and all(b.type.bind_processor(dialect) is None for b in compiled.binds.values())
+        and list(state.positional_parameters) == probe
+    )
+    if len(_DRIVER_SQL) >= DRIVER_SQL_CACHE_SIZE:
+        _DRIVER_SQL.clear()
+    sql = _DRIVER_SQL[key] = state.statement if plain else None
+    return sql
+
+
+async def rows_by_ids(
+    reader: AsyncConnection | AsyncSession, stmt: Select[Any], ids: Sequence[str]
+) -> Sequence[Sequence[Any]]:
+    """The rows of ``stmt`` -- a module-level select with an expanding ``ids``
+    parameter -- for the distinct ``ids``.
+
+    The hot reads of GraphQL resolvers and entity loaders. On an aiosqlite
+    connection a statement whose values need no conversion goes straight to the
+    driver: one trip to its worker thread instead of four, and neither
+    SQLAlchemy's parameter expansion nor its result set-up (measured ~40 vs
+    ~200 µs of CPU for a small read). Same SQL, same rows (tests/test_databases.py
+    compares both paths). ORM sessions, PostgreSQL and statements with converted
+    types take SQLAlchemy's ordinary path.
+    """
+    distinct = list(dict.fromkeys(ids))
+    if isinstance(reader, AsyncConnection) and reader.dialect.driver == "aiosqlite":
+        sql = _plain_sql(stmt, reader.dialect, len(distinct))
+        if sql is not None:
+            driver = (await reader.get_raw_connection()).driver_connection
+            return await driver.execute_fetchall(sql, distinct)  # type: ignore[no-any-return,union-attr]
+    return (await reader.execute(stmt, {IDS_PARAM: distinct})).all()

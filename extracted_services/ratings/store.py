@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from extracted_services.common.responses import not_found
 from extracted_services.common.upsert import upsert_rows
 from extracted_services.ratings.models import outbox, ratings, titles, votes
+from strangler_proxy.databases import IDS_PARAM, rows_by_ids
 
 # Names this service's outbox lock on PostgreSQL (any constant will do).
 OUTBOX_ADVISORY_LOCK = 0x52415453  # "RATS"
@@ -58,6 +59,21 @@ async def aggregates(conn: AsyncConnection, title_ids: Sequence[str]) -> dict[st
     """The stored aggregates of the titles that have votes."""
     rows = await conn.execute(select(ratings).where(ratings.c.title_id.in_(set(title_ids))))
     return {r.title_id: Aggregate(r.title_id, r.average_rating, r.num_votes) for r in rows}
+
+
+async def known_with_aggregates(conn: AsyncConnection, title_ids: Sequence[str]) -> dict[str, Aggregate | None]:
+    """Every known title among ``title_ids`` with its aggregate (None: no votes yet), in one
+    statement -- the subgraph's entity loader, asked for every ``Title.rating`` the gateway fetches."""
+    rows = await rows_by_ids(conn, _KNOWN_WITH_AGGREGATES, title_ids)
+    return {row[0]: None if row[2] is None else Aggregate(row[0], row[1], row[2]) for row in rows}
+
+
+# Built once (an expanding IN parameter): statement building and its cache key are not paid per request.
+_KNOWN_WITH_AGGREGATES = (
+    select(titles.c.id, ratings.c.average_rating, ratings.c.num_votes)
+    .join(ratings, ratings.c.title_id == titles.c.id, isouter=True)
+    .where(titles.c.id.in_(bindparam(IDS_PARAM, expanding=True)))
+)
 
 
 async def cast_vote(conn: AsyncConnection, title_id: str, user_id: str, value: int) -> VoteOutcome:
