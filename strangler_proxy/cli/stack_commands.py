@@ -174,6 +174,9 @@ def _print_urls(rows: list[tuple[str, str]]) -> None:
         table.add_row(name, url)
     console.print(table)
     console.print("Ctrl-C stops everything.")
+    from strangler_proxy.server import freeze_startup_objects  # heavy import: only once running
+
+    freeze_startup_objects()  # everything is up: keep it out of the cyclic GC's scans
 
 
 async def _serve_until_signal(components: list[Component]) -> None:
