@@ -47,13 +47,12 @@ from typing import Any
 from strangler_proxy.config import GuardrailConfig, Mode, PromotionConfig
 from strangler_proxy.errors import FlipError, StranglerError
 from strangler_proxy.flips import ACTIVE_MODES, KIND_PROMOTION, KIND_ROLLBACK, FlipService, is_field
-from strangler_proxy.result import ShadowResult, Verdict
+from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 
 log = logging.getLogger("strangler.guardrails")
 
 WHO_GUARDRAILS = "guardrails"
 WHO_PROMOTION = "promotion"
-GRAPHQL_KEY_PREFIX = "graphql:"
 DEFAULT_TICK_S = 1.0
 
 # SERVED is an OK outcome for the error rate; it is kept apart only so the

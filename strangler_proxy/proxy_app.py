@@ -5,7 +5,7 @@ raw request-target is the routing input and the forwarded target, so what is
 matched is exactly what is sent. See docs/proxy.md.
 
     runtime = ProxyRuntime(config)
-    shadow = ShadowDispatcher(config.shadow, BytesComparator(), [], runtime)
+    shadow = ShadowDispatcher(config.shadow, DiffComparator(), [], runtime)
     await shadow.start()
     runner, port = await start_proxy(runtime, shadow, "127.0.0.1", 0)
     ...

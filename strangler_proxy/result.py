@@ -10,6 +10,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# A result's key names a REST route ("ratings") or a GraphQL field, prefixed:
+# "graphql:Title.rating". Route names cannot contain dots (config.py).
+GRAPHQL_KEY_PREFIX = "graphql:"
+
 
 class Verdict(str, enum.Enum):
     MATCH = "match"

@@ -7,14 +7,8 @@ pool of workers sends each mirrored request through its own connection pools
 (shadow traffic can never exhaust the serving pools) with its own timeout,
 captures the answer (body bounded by ``ShadowSettings.body_limit``), joins it
 with the served exchange into a :class:`ShadowPair` and hands it to the
-:class:`Comparator`; every listener sees the result inside ``try/except``.
-
-    >>> from strangler_proxy.exchange import Exchange, ShadowPair
-    >>> from strangler_proxy.config import CompareConfig
-    >>> a = Exchange(upstream="legacy", method="GET", target="/x", status=200, body=b"1")
-    >>> b = Exchange(upstream="ratings", method="GET", target="/x", status=200, body=b"2")
-    >>> BytesComparator().compare(ShadowPair("r", "shadow", "legacy", a, b), CompareConfig()).verdict.value
-    'mismatch'
+:class:`Comparator` (the diff engine, ``comparator.DiffComparator``); every
+listener sees the result inside ``try/except``.
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.exchange import Exchange, Headers, ShadowPair, Side
 from strangler_proxy.forwarder import READ_CHUNK, UPSTREAM_FAILURES, Upstreams, translate
 from strangler_proxy.noise import wants_noise_sample
-from strangler_proxy.result import Difference, DiffKind, ResultListener, ShadowResult, Verdict
+from strangler_proxy.result import ResultListener, ShadowResult, Verdict
 
 if TYPE_CHECKING:
     from strangler_proxy.runtime import ProxyRuntime
@@ -59,42 +53,6 @@ class Comparator(Protocol):
     """Turns one pair into one result. Must not raise (callers still guard it)."""
 
     def compare(self, pair: ShadowPair, rules: CompareConfig) -> ShadowResult: ...
-
-
-def _result(pair: ShadowPair, verdict: Verdict, *, differences: tuple[Difference, ...] = (),
-            reason: str | None = None) -> ShadowResult:
-    served = pair.legacy if pair.served_by == "legacy" else pair.candidate
-    return ShadowResult(
-        key=pair.key, mode=pair.mode, verdict=verdict, at=pair.at,
-        legacy_status=pair.legacy.status, candidate_status=pair.candidate.status,
-        legacy_latency_s=pair.legacy.latency_s, candidate_latency_s=pair.candidate.latency_s,
-        differences=differences, reason=reason, method=served.method, target=served.target,
-        partition=pair.partition,
-    )
-
-
-class BytesComparator:
-    """The simple default: status and body bytes must be equal.
-
-    A legacy failure (no answer or 5xx) is LEGACY_ERROR, else a candidate
-    failure is CANDIDATE_ERROR; a body cut at the capture limit is SKIPPED.
-    """
-
-    def compare(self, pair: ShadowPair, rules: CompareConfig) -> ShadowResult:
-        legacy, cand = pair.legacy, pair.candidate
-        if not legacy.ok:
-            return _result(pair, Verdict.LEGACY_ERROR, reason=legacy.error or f"status {legacy.status}")
-        if not cand.ok:
-            return _result(pair, Verdict.CANDIDATE_ERROR, reason=cand.error or f"status {cand.status}")
-        if legacy.status != cand.status:
-            diff = Difference(DiffKind.STATUS, "$status", legacy.status, cand.status)
-            return _result(pair, Verdict.MISMATCH, differences=(diff,))
-        if legacy.body_truncated or cand.body_truncated:
-            return _result(pair, Verdict.SKIPPED, reason="response-body-over-limit")
-        if legacy.body != cand.body:
-            diff = Difference(DiffKind.BODY, "$", len(legacy.body), len(cand.body))
-            return _result(pair, Verdict.MISMATCH, differences=(diff,))
-        return _result(pair, Verdict.MATCH)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,11 @@ from strangler_proxy.graphql.executor import Executor, collect, on_side
 from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import Ownership
 from strangler_proxy.graphql.planner import INTERNAL_PREFIX, SHADOW_ROOT, Fetch, ShadowSpec, plan_shadow
-from strangler_proxy.result import ShadowResult
+from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult
 
 log = logging.getLogger("strangler.graphql.shadow")
 
 DEFAULT_MAX_INFLIGHT = 64
-KEY_PREFIX = "graphql:"
 ERROR_GRAPHQL = "graphql-error"
 OUTCOME_COMPLETED = "completed"  # compared and published (one per entity)
 OUTCOME_DROPPED = "dropped"  # too many shadows in flight
@@ -162,7 +161,7 @@ class FieldShadower:
             served_ex = self._exchange(spec.served_backend, spec, served_v, served_errors, served_latency_s)
             shadow_ex = self._exchange(spec.backend, spec, shadow_v, shadow_errors, latency)
             legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
-            pair = ShadowPair(key=KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
+            pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
                               legacy=legacy, candidate=candidate, partition=_partition_label(partition))
             result = self.comparator.compare(pair, self.rules_for(spec.field_name))
             self.completed += 1

@@ -9,21 +9,21 @@ from __future__ import annotations
 from typing import Literal
 
 from strangler_proxy.config import FieldConfig, RouteConfig, StranglerConfig
+from strangler_proxy.result import GRAPHQL_KEY_PREFIX
 
-GRAPHQL_PREFIX = "graphql:"
 KeyKind = Literal["route", "graphql-field"]
 
 
 def key_kind(key: str) -> KeyKind:
-    return "graphql-field" if key.startswith(GRAPHQL_PREFIX) else "route"
+    return "graphql-field" if key.startswith(GRAPHQL_KEY_PREFIX) else "route"
 
 
 def configured_for_key(config: StranglerConfig | None, key: str) -> RouteConfig | FieldConfig | None:
     """The route or field a key belongs to, if the config still has it."""
     if config is None:
         return None
-    if key.startswith(GRAPHQL_PREFIX):
-        return config.graphql.fields.get(key[len(GRAPHQL_PREFIX) :])
+    if key.startswith(GRAPHQL_KEY_PREFIX):
+        return config.graphql.fields.get(key[len(GRAPHQL_KEY_PREFIX) :])
     return config.route(key)
 
 
@@ -31,4 +31,4 @@ def configured_keys(config: StranglerConfig | None) -> list[str]:
     """Every key the config knows, routes first."""
     if config is None:
         return []
-    return [r.name for r in config.routes] + [GRAPHQL_PREFIX + f for f in config.graphql.fields]
+    return [r.name for r in config.routes] + [GRAPHQL_KEY_PREFIX + f for f in config.graphql.fields]

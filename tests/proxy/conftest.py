@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import load_config_text
 from strangler_proxy.proxy_app import ProxyRunner, start_proxy
 from strangler_proxy.result import ShadowResult
 from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.shadow import BytesComparator, ShadowDispatcher
+from strangler_proxy.shadow import ShadowDispatcher
 from tests.proxy.rawhttp import RawUpstream
 
 
@@ -65,7 +66,7 @@ routes: {routes}
 """)
         runtime = ProxyRuntime(config)
         collector = Collector()
-        dispatcher = ShadowDispatcher(config.shadow, BytesComparator(), [collector], runtime)
+        dispatcher = ShadowDispatcher(config.shadow, DiffComparator(), [collector], runtime)
         await dispatcher.start()
         runner, port = await start_proxy(runtime, dispatcher, "127.0.0.1", 0)
         proxy = Proxy(port, runtime, dispatcher, collector, runner)

@@ -51,7 +51,7 @@ async def test_slow_candidate_does_not_delay_client(make_proxy: MakeProxy, targe
     assert time.perf_counter() - start < 1.0
     await proxy.shadow.drain()
     assert [r.verdict for r in proxy.results.results] == [Verdict.CANDIDATE_ERROR] * 5
-    assert all(r.reason == "timeout" for r in proxy.results.results)
+    assert all(r.reason == "candidate: timeout" for r in proxy.results.results)
 
 
 async def test_candidate_5xx_and_invalid_json(make_proxy: MakeProxy) -> None:

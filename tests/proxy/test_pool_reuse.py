@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import load_config_text
 from strangler_proxy.proxy_app import start_proxy
 from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.shadow import BytesComparator, ShadowDispatcher
+from strangler_proxy.shadow import ShadowDispatcher
 from tests.proxy.rawhttp import raw_request
 from tests.proxy.test_modes import req
 
@@ -53,7 +54,7 @@ async def proxy_port() -> AsyncIterator[tuple[int, OneShotUpstream]]:
     upstream = await OneShotUpstream().start()
     config = load_config_text(f'upstreams: {{legacy: {{url: "http://127.0.0.1:{upstream.port}", timeout_s: 2}}}}')
     runtime = ProxyRuntime(config)
-    shadow = ShadowDispatcher(config.shadow, BytesComparator(), [], runtime)
+    shadow = ShadowDispatcher(config.shadow, DiffComparator(), [], runtime)
     await shadow.start()
     runner, port = await start_proxy(runtime, shadow, "127.0.0.1", 0)
     yield port, upstream
