@@ -1,7 +1,9 @@
 """Benchmark: strangler's GraphQL gateway vs Apollo Gateway over the same backends.
 
     flock /tmp/strangler/bench.lock .venv/bin/python bench/graphql_bench.py [--seconds 4] [--rounds 3]
-        [--rate N] [--shadow-rounds N] [--gc-freeze] [--skip-apollo] [--skip-proxy]
+        [--rate N] [--shadow-rounds N] [--skip-apollo] [--skip-proxy]
+
+(``--rounds 0 --rate N`` runs only the shadow-cost pairs.)
 
 Starts, each in its own process: the demo monolith and the ratings service
 (seeded SQLite under a temp dir, one process each), four strangler gateways
@@ -98,18 +100,11 @@ graphql:
 
 
 # ------------------------------------------------------------ child processes
-GC_FREEZE_ENV = "STRANGLER_BENCH_GC_FREEZE"
+def _freeze() -> None:
+    """What `strangler proxy` and `strangler up` do once started: start-up objects out of the GC's scans."""
+    from strangler_proxy.server import freeze_startup_objects
 
-
-def _maybe_freeze() -> None:
-    """With --gc-freeze: move everything built at start-up (schemas, plans, modules) out of the
-    collector's reach, so a full collection scans only what requests made. Not what `strangler
-    proxy` does today; an experiment (see docs/graphql.md)."""
-    if os.environ.get(GC_FREEZE_ENV) == "1":
-        import gc
-
-        gc.collect()
-        gc.freeze()
+    freeze_startup_objects()
 
 
 async def build(directory: str) -> dict[str, str]:
@@ -139,7 +134,7 @@ async def serve_backend(name: str, db_url: str, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    _maybe_freeze()
+    _freeze()
     await asyncio.Event().wait()
 
 
@@ -165,7 +160,7 @@ async def serve_gateway(ports: dict[str, int], port: int, mode: str) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    _maybe_freeze()
+    _freeze()
     await asyncio.Event().wait()
 
 
@@ -177,7 +172,7 @@ async def serve_proxy(ports: dict[str, int], port: int, directory: str) -> None:
     cfg.write_text(graphql_yaml(ports, "extracted"))
     state = f"sqlite+aiosqlite:///{Path(directory) / f'control-{port}.sqlite3'}"
     async with ProxyServer(cfg, port=port, admin_port=0, host="127.0.0.1", state_url=state, watch=False):
-        _maybe_freeze()
+        _freeze()
         await asyncio.Event().wait()
 
 
@@ -329,8 +324,6 @@ Rows = dict[tuple[str, float], list[Run]]
 
 
 async def main(a: argparse.Namespace) -> None:
-    if a.gc_freeze:
-        os.environ[GC_FREEZE_ENV] = "1"  # inherited by every Python child (backends, gateways, proxy)
     tmp = tempfile.mkdtemp(prefix="gqlbench-")
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -437,6 +430,8 @@ def print_summary(closed: Rows, opened: Rows, rate: float) -> None:
         # All rounds' requests together: a p99 set by ~1 % of many more requests than one round's.
         pooled = [_quantiles([x for r in opened[(name, rate)] for x in r.latencies])[1] for name in (base_name, shadow_name)]
         print(f"  pooled over rounds: p99 {pooled[1]:.2f} vs {pooled[0]:.2f} ms ({(pooled[1] / pooled[0] - 1) * 100:+.0f} %)")
+        if (base_name, 16) not in closed:
+            continue
         b16, s16 = _med(closed[(base_name, 16)], "p99_ms"), _med(closed[(shadow_name, 16)], "p99_ms")
         print(f"  (at saturation, c=16: p99 {s16:.2f} vs {b16:.2f} ms, {(s16 / b16 - 1) * 100:+.0f} %: the shadow "
               "fetch is one more backend request competing for the same two cores)")
@@ -462,8 +457,6 @@ if __name__ == "__main__":
         ap.add_argument("--rounds", type=int, default=3)
         ap.add_argument("--rate", type=float, default=0.0, help="offered req/s for the shadow-cost runs")
         ap.add_argument("--shadow-rounds", type=int, default=0, help="rounds of the shadow-cost runs (default --rounds)")
-        ap.add_argument("--gc-freeze", action="store_true",
-                        help="experiment: gc.freeze() in every Python server once started")
         ap.add_argument("--skip-apollo", action="store_true")
         ap.add_argument("--skip-proxy", action="store_true")
         asyncio.run(main(ap.parse_args()))

@@ -273,6 +273,9 @@ class GraphQLConfig(_Frozen):
     legacy_backend: str = "legacy"
     backends: dict[str, GraphQLBackend] = Field(default_factory=dict)
     fields: dict[str, FieldConfig] = Field(default_factory=dict)  # "Type.field" -> ownership
+    # Field shadows of one window go to a backend as one _entities request (0: one per client request).
+    shadow_batch_window_s: float = Field(default=0.05, ge=0, le=1)
+    shadow_batch_size: int = Field(default=100, ge=1)  # ... or as soon as this many requests wait
 
     @field_validator("fields")
     @classmethod

@@ -2,13 +2,21 @@
 
 After the client's answer is built, the gateway hands the plan's
 :class:`~.planner.ShadowSpec` s and the merged answer to :meth:`FieldShadower.launch`,
-which never blocks: it starts one bounded background task (or drops and counts
-when too many are in flight). The task fetches the field from the shadow
-backend for the entities the client saw, and builds one
-:class:`~strangler_proxy.exchange.ShadowPair` per entity, keyed
-``graphql:Type.field``, whose bodies are the two subtrees as JSON. The
+which never blocks and never fetches. An entity field's shadow joins a *batch*:
+the shadows of every request in a short window (``batch_window_s``, default
+20 ms, or until ``batch_size`` of them) that go to the same backend with the
+same sub-query, forwarded headers and variables become one ``_entities``
+request, each distinct entity asked once. That is what keeps shadowing cheap
+for the client: under load, one shadow request serves many client requests,
+so the shadow backend and the gateway do a fraction of a request's work per
+client request. A root field's shadow is fetched on its own.
+
+Each entity a client saw then becomes one :class:`~strangler_proxy.exchange.ShadowPair`,
+keyed ``graphql:Type.field``, whose bodies are the two subtrees as JSON. The
 comparator (the diff engine) turns each into a result, published to the same
 listeners as the REST routes' results (store, guardrails, metrics, readiness).
+Bounded: at most ``max_inflight`` background tasks; a batch that would exceed
+that is dropped and counted, never queued without limit.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,6 +44,8 @@ from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult
 log = logging.getLogger("strangler.graphql.shadow")
 
 DEFAULT_MAX_INFLIGHT = 64
+DEFAULT_BATCH_WINDOW_S = 0.02
+DEFAULT_BATCH_SIZE = 100
 ERROR_GRAPHQL = "graphql-error"
 OUTCOME_COMPLETED = "completed"  # compared and published (one per entity)
 OUTCOME_DROPPED = "dropped"  # too many shadows in flight
@@ -57,9 +67,29 @@ class PairComparator(Protocol):
     def compare(self, pair: ShadowPair, rules: CompareConfig) -> ShadowResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One client request's shadow of one field, waiting in a batch."""
+
+    spec: ShadowSpec
+    fetch: Fetch
+    data: dict[str, Any]  # the merged answer the client was served from
+    variables: Mapping[str, Any]
+    headers: Mapping[str, str]
+    served_latency_s: float
+
+
+@dataclass
+class _Batch:
+    """Shadows bound for one backend with the same sub-query, forwarded headers and variables."""
+
+    fetch: Fetch  # the first request's; the others' sub-query is the same text
+    requests: list[_Request] = field(default_factory=list)
+
+
 @dataclass
 class FieldShadower:
-    """Runs field shadows in the background; bounded by ``max_inflight`` tasks."""
+    """Runs field shadows in the background, batched across requests (see the module docstring)."""
 
     executor: Executor
     comparator: PairComparator
@@ -67,6 +97,8 @@ class FieldShadower:
     rules_for: Callable[[str], CompareConfig]  # "Type.field" -> compare rules
     graphql_path: str = "/graphql"
     max_inflight: int = DEFAULT_MAX_INFLIGHT
+    batch_window_s: float = DEFAULT_BATCH_WINDOW_S  # 0: every request's shadows go on their own
+    batch_size: int = DEFAULT_BATCH_SIZE  # a batch is sent once it holds this many requests
     sample: Callable[[], float] = random.random
     metrics: GraphQLMetrics | None = None
     dropped: int = 0
@@ -74,9 +106,11 @@ class FieldShadower:
     failed: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _plans: dict[int, tuple[ShadowSpec, Fetch]] = field(default_factory=dict)
+    _batches: dict[tuple[Any, ...], _Batch] = field(default_factory=dict)
+    _timer: asyncio.TimerHandle | None = None
 
     def reset(self) -> None:
-        """Forget sub-plans (the ownership changed)."""
+        """Forget sub-plans (the ownership changed). Batches already formed are sent as planned."""
         self._plans = {}
 
     def launch(self, composed: ComposedSchema, ownership: Ownership, specs: tuple[ShadowSpec, ...],
@@ -85,35 +119,55 @@ class FieldShadower:
         chosen = [s for s in specs if s.rule.sample_rate >= 1 or self.sample() < s.rule.sample_rate]
         if not chosen:
             return
-        if len(self._tasks) >= self.max_inflight:
-            self.dropped += len(chosen)
-            if self.metrics is not None:
-                for spec in chosen:
-                    self.metrics.shadow(spec.field_name, OUTCOME_DROPPED)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        forwarded = tuple(lowered.get(h) for h in self.executor.client.forward_headers)
+        for spec in chosen:
+            try:
+                fetch = self._fetch(composed, ownership, spec, document, operation_name)
+                self._enqueue(_Request(spec, fetch, data, variables, lowered, served_latency_s), forwarded)
+            except Exception:  # the client's answer never depends on the shadow path
+                self._failed([spec])
+
+    def _enqueue(self, request: _Request, forwarded: tuple[str | None, ...]) -> None:
+        if request.spec.keys is None:  # a root field: its own arguments, its own fetch
+            self._start(self._run_root(request), [request])
             return
-        task = asyncio.get_running_loop().create_task(self._run(
-            composed, ownership, chosen, document, operation_name, data, dict(variables),
-            {k.lower(): v for k, v in headers.items()}, served_latency_s))
+        batch = self._batches.get(key := _batch_key(request.fetch, forwarded, request.variables))
+        if batch is None:
+            batch = self._batches[key] = _Batch(request.fetch)
+        batch.requests.append(request)
+        if len(batch.requests) >= self.batch_size or self.batch_window_s <= 0:
+            del self._batches[key]
+            self._start(self._run_batch(batch), batch.requests)
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.batch_window_s, self._flush)
+
+    def _flush(self) -> None:
+        """Send every batch waiting (the window is over)."""
+        self._timer = None
+        batches, self._batches = self._batches, {}
+        for batch in batches.values():
+            self._start(self._run_batch(batch), batch.requests)
+
+    def _start(self, work: Coroutine[Any, Any, None], requests: list[_Request]) -> None:
+        if len(self._tasks) >= self.max_inflight:
+            work.close()
+            self.dropped += len(requests)
+            if self.metrics is not None:
+                for r in requests:
+                    self.metrics.shadow(r.spec.field_name, OUTCOME_DROPPED)
+            return
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait for the shadows in flight (tests, graceful stop)."""
+        """Send the batches waiting and wait for every shadow in flight (tests, graceful stop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush()
         if self._tasks:
             await asyncio.wait_for(asyncio.gather(*list(self._tasks), return_exceptions=True), timeout_s)
-
-    async def _run(self, composed: ComposedSchema, ownership: Ownership, specs: list[ShadowSpec],
-                   document: DocumentNode, operation_name: str | None, data: dict[str, Any],
-                   variables: dict[str, Any], headers: dict[str, str], served_latency_s: float) -> None:
-        for spec in specs:
-            try:
-                await self._one(composed, ownership, spec, document, operation_name, data, variables, headers,
-                                served_latency_s)
-            except Exception:  # the shadow path must never disturb anything; log and go on
-                self.failed += 1
-                if self.metrics is not None:
-                    self.metrics.shadow(spec.field_name, OUTCOME_FAILED)
-                log.exception("shadowing %s failed", spec.field_name)
 
     def _fetch(self, composed: ComposedSchema, ownership: Ownership, spec: ShadowSpec, document: DocumentNode,
                operation_name: str | None) -> Fetch:
@@ -123,51 +177,80 @@ class FieldShadower:
             self._plans[id(spec)] = got
         return got[1]
 
-    async def _one(self, composed: ComposedSchema, ownership: Ownership, spec: ShadowSpec,
-                   document: DocumentNode, operation_name: str | None, data: dict[str, Any],
-                   variables: dict[str, Any], headers: dict[str, str], served_latency_s: float) -> None:
-        fetch = self._fetch(composed, ownership, spec, document, operation_name)
-        rk = spec.response_key
+    def _failed(self, specs: list[ShadowSpec]) -> None:
+        self.failed += len(specs)
+        if self.metrics is not None:
+            for spec in specs:
+                self.metrics.shadow(spec.field_name, OUTCOME_FAILED)
+        log.exception("shadowing %s failed", ", ".join(sorted({s.field_name for s in specs})))
+
+    async def _run_root(self, r: _Request) -> None:
+        try:
+            rk = r.spec.response_key
+            errors: list[dict[str, Any]] = []
+            scratch: dict[str, Any] = {}
+            start = time.perf_counter()
+            await self.executor.run_roots((r.fetch,), scratch, errors, r.variables, r.headers)
+            await self.executor.run_entities(list(r.fetch.children), scratch, errors, r.variables, r.headers)
+            self._compare(r, None, r.data.get(rk), scratch.get(rk), _errors_under(errors, (rk,)),
+                          time.perf_counter() - start)
+        except Exception:  # the shadow path must never disturb anything; log and go on
+            self._failed([r.spec])
+
+    async def _run_batch(self, batch: _Batch) -> None:
+        try:
+            await self._batch(batch)
+        except Exception:  # the shadow path must never disturb anything; log and go on
+            self._failed([r.spec for r in batch.requests])
+
+    async def _batch(self, batch: _Batch) -> None:
+        index: dict[bytes, int] = {}  # each distinct entity is asked once
+        entities: list[dict[str, Any]] = []  # their key fields; the answer is merged into them
+        entries: list[tuple[_Request, int, bytes, Any]] = []  # per request and entity: index, key, served
+        for r in batch.requests:
+            spec = r.spec
+            assert spec.keys is not None
+            seen: set[bytes] = set()  # an entity that appears twice in one answer is compared once
+            for obj, _ in collect(r.data, spec.path, spec.type_filter):
+                rep = spec.keys.representation(obj)
+                if rep is None or (spec.split is not None and not on_side(spec.split, rep, r.variables, r.headers)):
+                    continue
+                k = orjson.dumps(rep, option=orjson.OPT_SORT_KEYS)
+                if k in seen:
+                    continue
+                seen.add(k)
+                i = index.get(k)
+                if i is None:
+                    i = index[k] = len(entities)
+                    entities.append({a: obj[a] for a, _ in spec.keys.fields})
+                entries.append((r, i, k, obj.get(spec.response_key)))
+        if not entries:
+            return
+        first = batch.requests[0]  # every request in a batch forwards the same headers and variables
         errors: list[dict[str, Any]] = []
         start = time.perf_counter()
-        if spec.keys is None:
-            scratch: dict[str, Any] = {}
-            await self.executor.run_roots((fetch,), scratch, errors, variables, headers)
-            await self.executor.run_entities(list(fetch.children), scratch, errors, variables, headers)
-            pairs = [(None, data.get(rk), scratch.get(rk), _errors_under(errors, (rk,)))]
-        else:
-            objs = [o for o, _ in collect(data, spec.path, spec.type_filter)]
-            if spec.split is not None:
-                objs = [o for o in objs if (rep := spec.keys.representation(o)) is not None
-                        and on_side(spec.split, rep, variables, headers)]
-            seen: dict[str, dict[str, Any]] = {}
-            for o in objs:
-                rep = spec.keys.representation(o)
-                if rep is not None:
-                    seen.setdefault(orjson.dumps(rep, option=orjson.OPT_SORT_KEYS).decode(), o)
-            if not seen:
-                return
-            scratch = {SHADOW_ROOT: [{a: o[a] for a, _ in spec.keys.fields} for o in seen.values()]}
-            await self.executor.run_entities([fetch], scratch, errors, variables, headers)
-            pairs = []
-            for i, (k, o) in enumerate(seen.items()):
-                pairs.append((k, o.get(rk), scratch[SHADOW_ROOT][i].get(rk),
-                              _errors_under(errors, (SHADOW_ROOT, i))))
+        await self.executor.run_entities([batch.fetch], {SHADOW_ROOT: entities}, errors, first.variables,
+                                         first.headers)
         latency = time.perf_counter() - start
-        served_errors: list[dict[str, Any]] = []
-        for n, (partition, served_v, shadow_v, shadow_errors) in enumerate(pairs):
+        for n, (r, i, k, served) in enumerate(entries):
             if n:
                 await asyncio.sleep(0)  # many entities: let client requests run between comparisons
-            served_ex = self._exchange(spec.served_backend, spec, served_v, served_errors, served_latency_s)
-            shadow_ex = self._exchange(spec.backend, spec, shadow_v, shadow_errors, latency)
-            legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
-            pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
-                              legacy=legacy, candidate=candidate, partition=_partition_label(partition))
-            result = self.comparator.compare(pair, self.rules_for(spec.field_name))
-            self.completed += 1
-            if self.metrics is not None:
-                self.metrics.shadow(spec.field_name, OUTCOME_COMPLETED)
-            self.publish(result)
+            self._compare(r, k, served, entities[i].get(r.spec.response_key),
+                          _errors_under(errors, (SHADOW_ROOT, i)), latency)
+
+    def _compare(self, r: _Request, rep_key: bytes | None, served: Any, shadow: Any,
+                 shadow_errors: list[dict[str, Any]], latency_s: float) -> None:
+        spec = r.spec
+        served_ex = self._exchange(spec.served_backend, spec, served, [], r.served_latency_s)
+        shadow_ex = self._exchange(spec.backend, spec, shadow, shadow_errors, latency_s)
+        legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
+        pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
+                          legacy=legacy, candidate=candidate, partition=_partition_label(rep_key))
+        result = self.comparator.compare(pair, self.rules_for(spec.field_name))
+        self.completed += 1
+        if self.metrics is not None:
+            self.metrics.shadow(spec.field_name, OUTCOME_COMPLETED)
+        self.publish(result)
 
     def _exchange(self, backend: str, spec: ShadowSpec, value: Any, errors: list[dict[str, Any]],
                   latency_s: float) -> Exchange:
@@ -180,12 +263,28 @@ class FieldShadower:
                         response_headers=(("content-type", "application/json"),))
 
 
+def _batch_key(fetch: Fetch, forwarded: tuple[str | None, ...], variables: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Shadows that can share one ``_entities`` request: same backend, same sub-query (the same
+    text from any client query; with nested fetches of its own, the same plan), same forwarded
+    headers, same values of the variables it and its nested fetches use."""
+    names: set[str] = set()
+    todo = [fetch]
+    while todo:
+        f = todo.pop()
+        names.update(f.variables)
+        todo.extend(f.children)
+    used = orjson.dumps({n: variables[n] for n in names if n in variables}, option=orjson.OPT_SORT_KEYS)
+    if fetch.children:
+        return (fetch.backend, id(fetch), forwarded, used)
+    return (fetch.backend, fetch.document, fetch.variable_defs, forwarded, used)
+
+
 def _errors_under(errors: list[dict[str, Any]], prefix: tuple[Any, ...]) -> list[dict[str, Any]]:
     n = len(prefix)
     return [e for e in errors if isinstance(e.get("path"), list) and tuple(e["path"][:n]) == prefix]
 
 
-def _partition_label(rep_json: str | None) -> str | None:
+def _partition_label(rep_json: bytes | None) -> str | None:
     if rep_json is None:
         return None
     rep = orjson.loads(rep_json)

@@ -128,6 +128,7 @@ class GraphQLGateway:
         if shadower_args is not None:
             # Its own executor: same connections, fetches counted under path="shadow".
             shadower = FieldShadower(executor=Executor(client.with_path(PATH_SHADOW)), graphql_path=gql.path,
+                                     batch_window_s=gql.shadow_batch_window_s, batch_size=gql.shadow_batch_size,
                                      metrics=metrics, **dict(shadower_args))
         return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower,
                    compiled_shapes=compiled_shapes, metrics=metrics)

@@ -35,7 +35,8 @@ class Stack:
     session: aiohttp.ClientSession
     results: Results
 
-    def config(self, fields: str = "") -> StranglerConfig:
+    def config(self, fields: str = "", settings: str = "") -> StranglerConfig:
+        """``fields``: lines under ``graphql.fields``; ``settings``: more lines under ``graphql``."""
         return load_config_text(f"""
 upstreams:
   legacy: {{url: "http://127.0.0.1:{self.products.port}"}}
@@ -45,14 +46,15 @@ graphql:
   backends:
     legacy: {{upstream: legacy}}
     reviews: {{upstream: reviews}}
+{settings}
   fields:
 {fields or "    {}"}
 """.replace("  fields:\n    {}", "  fields: {}"))
 
-    async def gateway(self, fields: str = "", comparator: Any = None) -> GraphQLGateway:
+    async def gateway(self, fields: str = "", comparator: Any = None, settings: str = "") -> GraphQLGateway:
         from strangler_proxy.comparator import DiffComparator
 
-        cfg = self.config(fields)
+        cfg = self.config(fields, settings)
         args = {"comparator": comparator or DiffComparator(), "publish": self.results.publish,
                 "rules_for": lambda name: cfg.compare_for(cfg.graphql.fields[name]) if name in cfg.graphql.fields
                 else CompareConfig()}

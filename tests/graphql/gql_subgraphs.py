@@ -78,6 +78,7 @@ class World:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     reviews: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (backend, query)
+    payloads: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)  # (backend, body, authorization)
     writes: list[str] = field(default_factory=list)
     reviews_rating_skew: float = 0.0
 
@@ -215,6 +216,7 @@ def subgraph_app(name: str, schema: graphql.GraphQLSchema, world: World) -> web.
     async def handle(request: web.Request) -> web.Response:
         payload = await request.json()
         world.calls.append((name, payload["query"]))
+        world.payloads.append((name, payload, request.headers.get("Authorization")))
         result = graphql.graphql_sync(schema, payload["query"], variable_values=payload.get("variables"),
                                       operation_name=payload.get("operationName"))
         body: dict[str, Any] = {"data": result.data}

@@ -1,0 +1,132 @@
+"""Field shadows are batched across client requests: one ``_entities`` request per window,
+each entity asked once, each client request still compared on its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from gql_stack import Stack, stack  # noqa: F401  (fixture)
+
+from strangler_proxy.graphql import GraphQLGateway
+from strangler_proxy.graphql.field_shadow import FieldShadower
+from strangler_proxy.result import Verdict
+
+SHADOW = "    Product.rating: {target: reviews, mode: shadow}"
+Q = '{ product(id: "%s") { name rating } }'
+
+
+def shadow_fetches(stack: Stack) -> list[tuple[dict, str | None]]:
+    """What the gateway asked the shadow backend (reviews serves nothing here): body, Authorization."""
+    return [(p, auth) for name, p, auth in stack.world.payloads if name == "reviews" and "_entities" in p["query"]]
+
+
+def asked_ids(payload: dict) -> list[str]:
+    return [rep["id"] for reps in payload["variables"].values() if isinstance(reps, list) for rep in reps]
+
+
+def shadower_of(gw: GraphQLGateway) -> FieldShadower:
+    assert gw.shadower is not None
+    return gw.shadower
+
+
+async def held_gateway(stack: Stack, fields: str = SHADOW) -> GraphQLGateway:
+    """A gateway whose batches wait for drain() (a window longer than the config allows), so
+    a slow machine cannot split what a test sends into two windows."""
+    gw = await stack.gateway(fields)
+    shadower_of(gw).batch_window_s = 600
+    return gw
+
+
+async def test_one_window_of_requests_is_one_shadow_fetch_asking_each_entity_once(stack: Stack) -> None:
+    gw = await held_gateway(stack)
+    stack.world.reviews_rating_skew = 0.0
+    ids = ["p1", "p2", "p2", "p3", "p1"]
+    for pid in ids:
+        status, body = await gw.execute(Q % pid)
+        assert status == 200 and "errors" not in body
+    assert shadow_fetches(stack) == []  # nothing is sent before the window ends (or a drain)
+    shadower = shadower_of(gw)
+    await shadower.drain()
+    fetches = shadow_fetches(stack)
+    assert len(fetches) == 1
+    assert sorted(asked_ids(fetches[0][0])) == ["p1", "p2", "p3"]
+    # ...yet each client request is compared, with its own entity as the partition.
+    assert sorted(r.partition for r in stack.results.items) == sorted(ids)
+    assert {r.verdict for r in stack.results.items} == {Verdict.MATCH}
+    assert shadower.completed == len(ids)
+
+
+async def test_each_request_is_compared_with_its_own_entity_answer(stack: Stack) -> None:
+    gw = await held_gateway(stack)
+    stack.world.reviews_rating_skew = 0.5  # the candidate disagrees where there are reviews (p1..p3), not on p4
+    for pid in ("p2", "p4", "p1"):
+        await gw.execute(Q % pid)
+    await shadower_of(gw).drain()
+    verdicts = {r.partition: r.verdict for r in stack.results.items}
+    assert verdicts == {"p1": Verdict.MISMATCH, "p2": Verdict.MISMATCH, "p4": Verdict.MATCH}
+    p2 = next(r for r in stack.results.items if r.partition == "p2")
+    legacy_rating = stack.world.rating("p2")
+    assert legacy_rating is not None
+    assert p2.legacy_body is not None and orjson.loads(p2.legacy_body) == legacy_rating
+
+
+async def test_the_window_ends_by_itself_and_a_full_batch_goes_at_once(stack: Stack) -> None:
+    gw = await stack.gateway(SHADOW, settings="  shadow_batch_window_s: 0.05")
+    await gw.execute(Q % "p1")
+    for _ in range(100):  # no drain: the timer sends it
+        if stack.results.items:
+            break
+        await asyncio.sleep(0.02)
+    assert [r.partition for r in stack.results.items] == ["p1"]
+    stack.results.items.clear()
+    gw = await stack.gateway(SHADOW, settings="  shadow_batch_window_s: 1\n  shadow_batch_size: 2")
+    await gw.execute(Q % "p1")
+    await gw.execute(Q % "p2")  # the second request fills the batch: sent now, not in a second
+    for _ in range(20):
+        if len(stack.results.items) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(r.partition for r in stack.results.items) == ["p1", "p2"]
+
+
+async def test_window_zero_sends_each_requests_shadow_alone(stack: Stack) -> None:
+    gw = await stack.gateway(SHADOW, settings="  shadow_batch_window_s: 0")
+    for pid in ("p1", "p1", "p2"):
+        await gw.execute(Q % pid)
+    await shadower_of(gw).drain()
+    assert [asked_ids(p) for p, _ in shadow_fetches(stack)] == [["p1"], ["p1"], ["p2"]]
+
+
+async def test_requests_with_different_credentials_never_share_a_fetch(stack: Stack) -> None:
+    gw = await held_gateway(stack)
+    for pid, token in (("p1", "Bearer alice"), ("p2", "Bearer bob"), ("p3", "Bearer alice")):
+        await gw.execute(Q % pid, headers={"Authorization": token})
+    await shadower_of(gw).drain()
+    by_token = {auth: sorted(asked_ids(p)) for p, auth in shadow_fetches(stack)}
+    assert by_token == {"Bearer alice": ["p1", "p3"], "Bearer bob": ["p2"]}
+
+
+async def test_requests_with_different_variable_values_never_share_a_fetch(stack: Stack) -> None:
+    gw = await held_gateway(stack, "    Product.reviews: {target: reviews, mode: shadow}")
+    # Review.body stays with legacy: the shadow sub-query has a nested fetch that uses $b.
+    q = 'query($id: ID!, $b: Boolean!) { product(id: $id) { reviews { id body @include(if: $b) } } }'
+    for pid, b in (("p1", True), ("p2", False), ("p3", True)):
+        status, body = await gw.execute(q, variables={"id": pid, "b": b})
+        assert status == 200 and "errors" not in body
+    await shadower_of(gw).drain()
+    assert sorted(sorted(asked_ids(p)) for p, _ in shadow_fetches(stack)) == [["p1", "p3"], ["p2"]]
+    assert {r.verdict for r in stack.results.items} == {Verdict.MATCH}
+    assert sorted(r.partition for r in stack.results.items) == ["p1", "p2", "p3"]
+
+
+async def test_too_many_batches_in_flight_are_dropped_and_counted(stack: Stack) -> None:
+    gw = await stack.gateway(SHADOW, settings="  shadow_batch_window_s: 0")
+    shadower = shadower_of(gw)
+    shadower.max_inflight = 1
+    stack.world.calls.clear()
+    await asyncio.gather(*(gw.execute(Q % pid) for pid in ("p1", "p2", "p3")))
+    await shadower.drain()
+    assert shadower.dropped >= 1
+    assert shadower.completed + shadower.dropped == 3
+    assert len(shadow_fetches(stack)) == shadower.completed
