@@ -1,10 +1,12 @@
 // Apollo Gateway (IntrospectAndCompose) over the same backends as strangler's gateway.
 // Usage: PORT=4000 SUBGRAPHS='[{"name":"monolith","url":"http://127.0.0.1:8001/graphql"},...]' node gateway.mjs
 //
-// The monolith's SDL does not mark Rating @shareable and Apollo has no notion of
-// "the gateway decides who owns Title.rating": in Apollo that is written in the SDL
-// with @override. The data source below adds exactly that to the SDL it fetches,
-// so both gateways send Title.rating to the ratings service.
+// Apollo has no notion of "the gateway decides who owns Title.rating": in Apollo that
+// is written in the subgraphs' SDL. The data source below rewrites the SDL it fetches
+// so that every field a service can take over is the service's (@override from the
+// monolith), as strangler's gateway serves it with those fields `extracted`: the
+// monolith's value types (Rating, Credit, Image, ...) become @shareable, and each
+// service's `field: T @shareable` on an entity becomes `field: T @override(from: "monolith")`.
 import { ApolloServer } from '@apollo/server';
 import { startStandaloneServer } from '@apollo/server/standalone';
 import { ApolloGateway, IntrospectAndCompose, RemoteGraphQLDataSource } from '@apollo/gateway';
@@ -15,13 +17,10 @@ const port = Number(process.env.PORT || 4000);
 function patch(name, sdl) {
   if (name === 'monolith') {
     return sdl.replace('import: ["@key"]', 'import: ["@key", "@shareable"]')
-      .replace('type Rating {', 'type Rating @shareable {');
+      .replace(/^type (?!Query\b|Mutation\b)(\w+) \{/gm, 'type $1 @shareable {');
   }
-  if (name === 'ratings') {
-    return sdl.replace('"@external"]', '"@external", "@override"]')
-      .replace('rating: Rating @shareable', 'rating: Rating @override(from: "monolith")');
-  }
-  return sdl;
+  return sdl.replace(/"@external"\]/, '"@external", "@override"]')
+    .replace(/^(\s+\w+(?:\([^)]*\))?: [^\n@]+?) @shareable$/gm, '$1 @override(from: "monolith")');
 }
 
 class PatchedSource extends RemoteGraphQLDataSource {
