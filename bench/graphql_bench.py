@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -275,10 +276,17 @@ async def measure(target: Target, backends: dict[str, int], how: str, arg: float
         t = os.times()
         marks.append({"loadgen": t.user + t.system, **{k: cpu_seconds(p) for k, p in pids.items()}})
 
-    if how == "closed":
-        latencies, errors, elapsed = await closed_loop(target.url, int(arg), seconds, mark)
-    else:
-        latencies, errors, elapsed = await open_loop(target.url, arg, seconds, mark)
+    # The load generator must not stall: a full collection here (it holds every run's latencies)
+    # would delay sends and land as a p99 spike on whichever target is being measured.
+    gc.collect()
+    gc.disable()
+    try:
+        if how == "closed":
+            latencies, errors, elapsed = await closed_loop(target.url, int(arg), seconds, mark)
+        else:
+            latencies, errors, elapsed = await open_loop(target.url, arg, seconds, mark)
+    finally:
+        gc.enable()
     n = len(latencies)
     # Requests still in flight at the marks blur this by a few of n; the open loop's end mark waits for all.
     cpu = {k: (marks[1][k] - marks[0][k]) * 1000 / n for k in marks[0]}
