@@ -4,7 +4,7 @@ After the client's answer is built, the gateway hands the plan's
 :class:`~.planner.ShadowSpec` s and the merged answer to :meth:`FieldShadower.launch`,
 which never blocks and never fetches. An entity field's shadow joins a *batch*:
 the shadows of every request in a short window (``batch_window_s``, default
-20 ms, or until ``batch_size`` of them) that go to the same backend with the
+50 ms, or until ``batch_size`` of them) that go to the same backend with the
 same sub-query, forwarded headers and variables become one ``_entities``
 request, each distinct entity asked once. That is what keeps shadowing cheap
 for the client: under load, one shadow request serves many client requests,
@@ -44,7 +44,7 @@ from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult
 log = logging.getLogger("strangler.graphql.shadow")
 
 DEFAULT_MAX_INFLIGHT = 64
-DEFAULT_BATCH_WINDOW_S = 0.02
+DEFAULT_BATCH_WINDOW_S = 0.05
 DEFAULT_BATCH_SIZE = 100
 ERROR_GRAPHQL = "graphql-error"
 OUTCOME_COMPLETED = "completed"  # compared and published (one per entity)
