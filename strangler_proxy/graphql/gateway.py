@@ -43,6 +43,7 @@ JSON = dict[str, Any]
 DEFAULT_DOCUMENT_CACHE = 1000
 DEFAULT_PLAN_CACHE = 1000
 _JSON_HEADERS = {"Content-Type": "application/json"}
+_ALLOW = {"Allow": "GET, POST, OPTIONS"}
 SHAPED_COMPILED = "compiled"
 SHAPED_GRAPHQL_CORE = "graphql-core"
 
@@ -92,7 +93,7 @@ class GraphQLGateway:
     def __init__(self, composed: ComposedSchema, ownership: Ownership, executor: Executor, *,
                  shadower: FieldShadower | None = None, document_cache: int = DEFAULT_DOCUMENT_CACHE,
                  plan_cache: int = DEFAULT_PLAN_CACHE, compiled_shapes: bool = True,
-                 metrics: GraphQLMetrics | None = None) -> None:
+                 metrics: GraphQLMetrics | None = None, cors_origins: tuple[str, ...] = ()) -> None:
         ownership.check(composed)
         self.composed = composed
         self.ownership = ownership
@@ -102,6 +103,7 @@ class GraphQLGateway:
         self._plans = _LRU(plan_cache)
         self.compiled_shapes = compiled_shapes  # False: every answer is shaped by graphql-core (tests compare)
         self.metrics = metrics if metrics is not None else GraphQLMetrics()
+        self.cors_origins = frozenset(cors_origins)  # browser origins allowed to call (CORS); "*": any
 
     @classmethod
     async def create(cls, config: StranglerConfig, session: aiohttp.ClientSession, *,
@@ -131,7 +133,7 @@ class GraphQLGateway:
                                      batch_window_s=gql.shadow_batch_window_s, batch_size=gql.shadow_batch_size,
                                      metrics=metrics, **dict(shadower_args))
         return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower,
-                   compiled_shapes=compiled_shapes, metrics=metrics)
+                   compiled_shapes=compiled_shapes, metrics=metrics, cors_origins=tuple(gql.cors_origins))
 
     # ------------------------------------------------------------ the table
     def set_ownership(self, ownership: Ownership) -> None:
@@ -217,14 +219,40 @@ class GraphQLGateway:
         return 200, body
 
     async def handle(self, request: web.Request) -> web.Response:
-        """aiohttp handler: GET (queries) and POST (JSON or application/graphql)."""
-        try:
-            query, variables, operation_name = await _read_request(request)
-        except ValueError as exc:
-            return _respond(400, {"errors": [_error(str(exc))]})
-        status, body = await self.execute(query, variables, operation_name, request.headers,
-                                          allow_mutation=request.method == "POST")
-        return _respond(status, body)
+        """aiohttp handler: GET (queries) and POST (JSON or application/graphql); OPTIONS answers
+        a browser's CORS preflight (allowed origins only: ``graphql.cors_origins``)."""
+        cors = self._cors(request) if self.cors_origins else None
+        if request.method not in ("GET", "POST"):
+            if request.method == "OPTIONS":
+                return web.Response(status=204, headers={**_ALLOW, **(cors or {})})
+            response = _respond(405, {"errors": [_error(f"method {request.method} not allowed; use GET or POST")]})
+            response.headers.update(_ALLOW)
+        else:
+            try:
+                query, variables, operation_name = await _read_request(request)
+            except ValueError as exc:
+                response = _respond(400, {"errors": [_error(str(exc))]})
+            else:
+                status, body = await self.execute(query, variables, operation_name, request.headers,
+                                                  allow_mutation=request.method == "POST")
+                response = _respond(status, body)
+        if cors:
+            response.headers.update(cors)
+        return response
+
+    def _cors(self, request: web.Request) -> dict[str, str] | None:
+        """The CORS headers for this request's ``Origin``, or None (no Origin, or not allowed:
+        the browser then refuses the answer, as it would the monolith's)."""
+        origin = request.headers.get("Origin")
+        if origin is None or not ("*" in self.cors_origins or origin in self.cors_origins):
+            return None
+        headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        if request.method == "OPTIONS":
+            headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers", "content-type, authorization")
+            headers["Access-Control-Max-Age"] = "600"
+        return headers
 
 
 def _root_partition(rule: FieldRule, variables: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
@@ -251,8 +279,6 @@ async def _read_request(request: web.Request) -> tuple[str, JSON, str | None]:
         except orjson.JSONDecodeError as exc:
             raise ValueError("variables is not JSON") from exc
         return _checked(q.get("query"), parsed_vars, q.get("operationName"))
-    if request.method != "POST":
-        raise ValueError(f"method {request.method} not allowed; use GET or POST")
     raw = await request.read()
     if request.content_type == "application/graphql":
         return _checked(raw.decode("utf-8", "replace"), {}, None)

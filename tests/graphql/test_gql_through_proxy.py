@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import graphql
 import pytest
 from gql_demo import Demo, copy_databases, make_template, running_demo
 
@@ -41,7 +42,7 @@ async def demo(demo_template: Path, tmp_path: Path) -> AsyncIterator[Demo]:
         yield d
 
 
-def write_config(path: Path, demo: Demo, mode: str) -> None:
+def write_config(path: Path, demo: Demo, mode: str, graphql_extra: str = "") -> None:
     ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in demo.ports.items())
     backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in demo.ports)
     path.write_text(f"""
@@ -56,6 +57,7 @@ compare:
 graphql:
   enabled: true
   legacy_backend: monolith
+{graphql_extra}
   backends:
 {backends}
   fields:
@@ -112,3 +114,54 @@ async def test_a_shadowed_field_is_compared_and_a_flip_moves_it(demo: Demo, tmp_
         assert partial["data"]["title"]["primaryTitle"] == expected["data"]["title"]["primaryTitle"]
         assert partial["data"]["title"]["rating"] is None
         assert partial["errors"][0]["path"] == ["title", "rating"]
+
+
+IDE = "http://ide.example"
+
+
+async def test_an_ide_in_a_browser_introspects_through_the_proxy(demo: Demo, tmp_path: Path) -> None:
+    """What GraphiQL or Apollo Sandbox on another origin does: a CORS preflight, then the
+    introspection query; the answer builds a client schema of the composed API."""
+    config = tmp_path / "strangler.yaml"
+    write_config(config, demo, "extracted", graphql_extra=f'  cors_origins: ["{IDE}"]')
+    state = f"sqlite+aiosqlite:///{tmp_path / 'control.sqlite3'}"
+    async with ProxyServer(config, port=0, admin_port=0, state_url=state, watch=False) as server, \
+            aiohttp.ClientSession() as s:
+        preflight = {"Origin": IDE, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "content-type"}
+        async with s.options(f"{server.url}/graphql", headers=preflight) as r:
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == IDE
+            assert "POST" in r.headers["Access-Control-Allow-Methods"]
+            assert r.headers["Access-Control-Allow-Headers"] == "content-type"
+        async with s.post(f"{server.url}/graphql", json={"query": graphql.get_introspection_query()},
+                          headers={"Origin": IDE}) as r:
+            assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == IDE
+            body = await r.json()
+        schema = graphql.build_client_schema(body["data"])
+        title = schema.get_type("Title")
+        assert isinstance(title, graphql.GraphQLObjectType)
+        assert {"rating", "cast", "images", "primaryTitle"} <= set(title.fields)
+        assert "_entities" not in schema.query_type.fields  # type: ignore[union-attr]
+        # Another origin gets no CORS header: the browser keeps the answer from that page.
+        async with s.post(f"{server.url}/graphql", json={"query": "{ __typename }"},
+                          headers={"Origin": "http://elsewhere.example"}) as r:
+            assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_without_cors_origins_no_cors_headers_and_other_methods_are_refused(demo: Demo, tmp_path: Path) -> None:
+    config = tmp_path / "strangler.yaml"
+    write_config(config, demo, "legacy")
+    state = f"sqlite+aiosqlite:///{tmp_path / 'control.sqlite3'}"
+    async with ProxyServer(config, port=0, admin_port=0, state_url=state, watch=False) as server, \
+            aiohttp.ClientSession() as s:
+        async with s.options(f"{server.url}/graphql", headers={"Origin": IDE}) as r:
+            assert r.status == 204 and "Access-Control-Allow-Origin" not in r.headers
+            assert r.headers["Allow"] == "GET, POST, OPTIONS"
+        async with s.put(f"{server.url}/graphql", json={"query": "{ __typename }"}) as r:
+            assert r.status == 405 and r.headers["Allow"] == "GET, POST, OPTIONS"
+            assert "not allowed" in (await r.json())["errors"][0]["message"]
+        # A desktop IDE (no Origin) introspects as before.
+        async with s.get(f"{server.url}/graphql", params={"query": "{ __schema { queryType { name } } }"}) as r:
+            assert r.status == 200
+            assert (await r.json())["data"]["__schema"]["queryType"]["name"] == "Query"
