@@ -157,7 +157,8 @@ async def test_same_seed_sends_the_same_requests(served: tuple[Recorder, str]) -
         rec.votes.clear()
         async with _client(url, concurrency=1) as client:
             summary = await run_traffic(
-                TrafficOptions(rate=200, duration_s=0.5, concurrency=1), TrafficPlan(11, Catalogue.of(TITLES)), client
+                # 100 requests, 20 ms apart: one at a time, a slow machine still sends them all on time
+                TrafficOptions(rate=50, duration_s=2.0, concurrency=1), TrafficPlan(11, Catalogue.of(TITLES)), client
             )
         assert summary.errors == 0
         runs.append([(m, p, b) for _, m, p, b in rec.seen])
@@ -196,8 +197,8 @@ async def test_connection_failures_are_errors_and_the_run_stays_bounded() -> Non
     await server.close()
     started = time.monotonic()
     async with _client(url) as client:
-        summary = await run_traffic(TrafficOptions(rate=100, duration_s=0.5), TrafficPlan(1, Catalogue.of(9)), client)
-    assert time.monotonic() - started < 2
+        summary = await run_traffic(TrafficOptions(rate=50, duration_s=1.0), TrafficPlan(1, Catalogue.of(9)), client)
+    assert time.monotonic() - started < 3
     assert summary.sent == 50 and summary.errors == 50 and summary.ok == 0
     assert summary.statuses() == {"no answer": 50}
     assert set(summary.error_reasons()) == {"transport: ConnectError"}
@@ -260,12 +261,13 @@ def _cli() -> typer.Typer:
 def test_cli_json_summary_and_exit_codes(threaded_server: tuple[Recorder, str]) -> None:
     rec, url = threaded_server
     runner = CliRunner()
-    result = runner.invoke(_cli(), ["--url", url, "--rate", "200", "--duration", "0.5", "--seed", "4", "--json"])
+    # 100 requests over 2 s: slack enough that a slow, shared machine sends them all on time.
+    result = runner.invoke(_cli(), ["--url", url, "--rate", "50", "--duration", "2", "--seed", "4", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["sent"] == 100 and out["errors"] == 0 and out["failed"] is False
     assert sum(k["requests"] for k in out["kinds"].values()) == 100
-    assert out["latency_ms"]["p50"] is not None and out["achieved_rate"] > 150
+    assert out["latency_ms"]["p50"] is not None and out["achieved_rate"] > 40
     assert len(rec.seen) == 101  # the catalogue size was asked first
 
     rec.fail_cast = True

@@ -166,6 +166,20 @@ def partition_value(split_key: str | None, rep: Mapping[str, Any], variables: Ma
 
 
 @dataclass
+class FetchTrace:
+    """What one run sent: the fetches that went out, and those whose backend failed or answered
+    with errors (the gateway records target-served fields from it, for guardrails and reports)."""
+
+    ran: list[Fetch] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # fetch id -> why
+
+    def record(self, f: Fetch, failure: str | None) -> None:
+        self.ran.append(f)
+        if failure is not None:
+            self.failed[f.id] = failure
+
+
+@dataclass
 class EntityJob:
     """One entity fetch of one level: its distinct representations and where each goes."""
 
@@ -206,40 +220,47 @@ class Executor:
     client: BackendClient
     _batches: dict[tuple[int, ...], str] = field(default_factory=dict)
 
-    async def run(self, plan: Plan, variables: Mapping[str, Any], headers: Mapping[str, str]) -> tuple[JSON, list[JSON]]:
+    async def run(self, plan: Plan, variables: Mapping[str, Any], headers: Mapping[str, str],
+                  trace: FetchTrace | None = None) -> tuple[JSON, list[JSON]]:
         data: JSON = {}
         errors: list[JSON] = []
-        await self.run_roots(plan.roots, data, errors, variables, headers, sequential=plan.sequential)
-        await self.run_entities([c for f in plan.roots for c in f.children], data, errors, variables, headers)
+        await self.run_roots(plan.roots, data, errors, variables, headers, sequential=plan.sequential, trace=trace)
+        await self.run_entities([c for f in plan.roots for c in f.children], data, errors, variables, headers,
+                                trace=trace)
         return data, errors
 
     async def run_roots(self, roots: Sequence[Fetch], data: JSON, errors: list[JSON], variables: Mapping[str, Any],
-                        headers: Mapping[str, str], *, sequential: bool = False) -> None:
+                        headers: Mapping[str, str], *, sequential: bool = False, trace: FetchTrace | None = None) -> None:
         if sequential or len(roots) == 1:
             for f in roots:
-                await self._root(f, data, errors, variables, headers)
+                await self._root(f, data, errors, variables, headers, trace)
         else:
-            await asyncio.gather(*(self._root(f, data, errors, variables, headers) for f in roots))
+            await asyncio.gather(*(self._root(f, data, errors, variables, headers, trace) for f in roots))
 
     async def run_entities(self, level: Sequence[Fetch], data: JSON, errors: list[JSON],
-                           variables: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+                           variables: Mapping[str, Any], headers: Mapping[str, str], *,
+                           trace: FetchTrace | None = None) -> None:
         while level:
             jobs = [j for j in (entity_job(f, data, variables, headers) for f in level) if j is not None]
             by_backend: dict[str, list[EntityJob]] = {}
             for j in jobs:
                 by_backend.setdefault(j.fetch.backend, []).append(j)
-            await asyncio.gather(*(self._batch(b, js, errors, variables, headers) for b, js in by_backend.items()))
+            await asyncio.gather(*(self._batch(b, js, errors, variables, headers, trace) for b, js in by_backend.items()))
             level = [c for j in jobs for c in j.fetch.children]
 
     async def _root(self, f: Fetch, data: JSON, errors: list[JSON], variables: Mapping[str, Any],
-                    headers: Mapping[str, str]) -> None:
+                    headers: Mapping[str, str], trace: FetchTrace | None) -> None:
         try:
             body = await self.client.query(f.backend, f.document, _subset(variables, f.variables), headers)
         except BackendUnavailable as exc:
+            if trace is not None:
+                trace.record(f, exc.reason)
             for rk in f.response_keys:
                 data.setdefault(rk, None)
                 errors.append(backend_error(f.backend, exc.reason, (rk,)))
             return
+        if trace is not None:
+            trace.record(f, _first_error(body))
         got = body.get("data")
         if isinstance(got, dict):
             deep_merge(data, got)
@@ -268,7 +289,7 @@ class Executor:
         return doc
 
     async def _batch(self, backend: str, jobs: list[EntityJob], errors: list[JSON],
-                     variables: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+                     variables: Mapping[str, Any], headers: Mapping[str, str], trace: FetchTrace | None) -> None:
         payload: JSON = {}
         for j in jobs:
             payload.update(_subset(variables, j.fetch.variables))
@@ -278,12 +299,18 @@ class Executor:
             body = await self.client.query(backend, self._batch_document(jobs), payload, headers)
         except BackendUnavailable as exc:
             for j in jobs:
+                if trace is not None:
+                    trace.record(j.fetch, exc.reason)
                 for objs in j.targets:
                     for obj, p in objs:
                         for rk in j.fetch.response_keys:
                             obj.setdefault(rk, None)
                             errors.append(backend_error(backend, exc.reason, p + (rk,)))
             return
+        if trace is not None:
+            failure = _first_error(body)  # an error of a shared request counts against each of its fetches
+            for j in jobs:
+                trace.record(j.fetch, failure)
         got = body.get("data") or {}
         for i, j in enumerate(jobs):
             entities = got.get(f"e{i}") if isinstance(got, dict) else None
@@ -298,6 +325,14 @@ class Executor:
         for e in body.get("errors") or ():
             if isinstance(e, dict):
                 errors.extend(_relocate(e, jobs))
+
+
+def _first_error(body: JSON) -> str | None:
+    errors = body.get("errors")
+    if not errors:
+        return None
+    first = errors[0]
+    return "graphql-error: " + str(first.get("message") if isinstance(first, dict) else first)[:200]
 
 
 def _subset(variables: Mapping[str, Any], names: Sequence[str]) -> JSON:

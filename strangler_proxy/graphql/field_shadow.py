@@ -35,11 +35,11 @@ from graphql import DocumentNode
 from strangler_proxy.config import CompareConfig
 from strangler_proxy.exchange import Exchange, ShadowPair
 from strangler_proxy.graphql.compose import ComposedSchema
-from strangler_proxy.graphql.executor import Executor, collect, on_side
+from strangler_proxy.graphql.executor import Executor, FetchTrace, collect, on_side
 from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import Ownership
 from strangler_proxy.graphql.planner import INTERNAL_PREFIX, SHADOW_ROOT, Fetch, ShadowSpec, plan_shadow
-from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult
+from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 
 log = logging.getLogger("strangler.graphql.shadow")
 
@@ -168,6 +168,29 @@ class FieldShadower:
         self._flush()
         if self._tasks:
             await asyncio.wait_for(asyncio.gather(*list(self._tasks), return_exceptions=True), timeout_s)
+
+    def served(self, ownership: Ownership, trace: FetchTrace, latency_s: float) -> None:
+        """Record each field a target served in this request (once per field): SERVED, or
+        CANDIDATE_ERROR when its fetch failed or came back with errors. Nothing was compared;
+        these count the target's traffic and errors for guardrails, readiness and reports,
+        as the proxy's records of REST requests a target served do. Listeners get them on the
+        next loop iteration."""
+        seen: set[str] = set()
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        for f in trace.ran:
+            failure = trace.failed.get(f.id)
+            for name in f.fields:
+                rule = ownership.served_by_target(name, f.backend)
+                if rule is None or name in seen:
+                    continue
+                seen.add(name)
+                result = ShadowResult(
+                    key=GRAPHQL_KEY_PREFIX + name, mode=rule.mode.value, at=now,
+                    verdict=Verdict.CANDIDATE_ERROR if failure else Verdict.SERVED,
+                    candidate_status=200, candidate_latency_s=latency_s, reason=failure, method="POST",
+                    target=f"{self.graphql_path}#{name}")
+                loop.call_soon(self.publish, result)
 
     def _fetch(self, composed: ComposedSchema, ownership: Ownership, spec: ShadowSpec, document: DocumentNode,
                operation_name: str | None) -> Fetch:

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from strangler_proxy.config import StranglerConfig
 from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.graphql.compose import ComposedSchema, compose, load_sdls
-from strangler_proxy.graphql.executor import BackendClient, Executor
+from strangler_proxy.graphql.executor import BackendClient, Executor, FetchTrace
 from strangler_proxy.graphql.field_shadow import FieldShadower
 from strangler_proxy.graphql.metrics import PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import FieldRule, Ownership, RouteStateLike, in_canary
@@ -203,8 +203,11 @@ class GraphQLGateway:
             if isinstance(values, list):
                 return 400, {"errors": [e.formatted for e in values]}
             coerced = values.coerced
+        # Fields a target serves are recorded (SERVED, or CANDIDATE_ERROR when it failed), as the
+        # proxy does for REST routes: guardrails then watch an extracted field with no shadow too.
+        trace = FetchTrace() if self.shadower is not None and self.ownership.targets_serve else None
         start = time.perf_counter()
-        data, errors = await self.executor.run(plan, variables, headers)
+        data, errors = await self.executor.run(plan, variables, headers, trace)
         elapsed = time.perf_counter() - start
         # The compiled shape answers clean results; errors and null propagation need graphql-core.
         body = None if errors or not self.compiled_shapes else prep.projector.project(data, coerced)
@@ -213,6 +216,8 @@ class GraphQLGateway:
             self.metrics.inc(self.metrics.shaped, SHAPED_GRAPHQL_CORE)
         else:
             self.metrics.inc(self.metrics.shaped, SHAPED_COMPILED)
+        if trace is not None and trace.ran:
+            self.shadower.served(self.ownership, trace, elapsed)  # type: ignore[union-attr]  # trace implies shadower
         if plan.shadows and self.shadower is not None:
             self.shadower.launch(self.composed, self.ownership, plan.shadows, parsed.document, operation_name,
                                  data, variables, headers, elapsed)

@@ -99,6 +99,18 @@ class Ownership:
             )
         return cls(legacy=config.legacy_backend, rules=rules, version=next(_versions))
 
+    @property
+    def targets_serve(self) -> bool:
+        """Whether any field is served (wholly or in part) by its target."""
+        return any(r.mode in (Mode.CANARY, Mode.EXTRACTED) for r in self.rules.values())
+
+    def served_by_target(self, name: str, backend: str) -> FieldRule | None:
+        """The rule of ``name`` ("Type.field") if ``backend`` serves it as its target."""
+        rule = self.rules.get(name)
+        if rule is None or rule.target != backend or rule.mode not in (Mode.CANARY, Mode.EXTRACTED):
+            return None
+        return rule
+
     def rule(self, type_name: str, field_name: str) -> FieldRule | None:
         return self.rules.get(f"{type_name}.{field_name}") if self.rules else None
 

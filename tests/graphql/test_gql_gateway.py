@@ -198,7 +198,10 @@ async def test_canary_is_sticky_per_entity_and_flips_swap_the_table(stack: Stack
     assert gw.shadower is not None
     await gw.shadower.drain()
     # The entities legacy served are shadowed to the target; the canary's are not.
-    assert {r.partition for r in stack.results.items} == set(stack.world.products) - canary
+    compared = [r for r in stack.results.items if r.verdict != Verdict.SERVED]
+    assert {r.partition for r in compared} == set(stack.world.products) - canary
+    # ...and the canary's, served by the target, are recorded as served (once per request).
+    assert [r.mode for r in stack.results.items if r.verdict == Verdict.SERVED] == ["canary", "canary"]
     # A flip to legacy (as the admin API would do) swaps the table: no target any more.
     cfg = stack.config("    Product.rating: {target: reviews, mode: canary, percent: 50}")
 

@@ -42,7 +42,7 @@ async def demo(demo_template: Path, tmp_path: Path) -> AsyncIterator[Demo]:
         yield d
 
 
-def write_config(path: Path, demo: Demo, mode: str, graphql_extra: str = "") -> None:
+def write_config(path: Path, demo: Demo, mode: str, graphql_extra: str = "", field_extra: str = "") -> None:
     ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in demo.ports.items())
     backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in demo.ports)
     path.write_text(f"""
@@ -61,7 +61,7 @@ graphql:
   backends:
 {backends}
   fields:
-    Title.rating: {{target: ratings, mode: {mode}}}
+    Title.rating: {{target: ratings, mode: {mode}{field_extra}}}
 """)
 
 
@@ -114,6 +114,40 @@ async def test_a_shadowed_field_is_compared_and_a_flip_moves_it(demo: Demo, tmp_
         assert partial["data"]["title"]["primaryTitle"] == expected["data"]["title"]["primaryTitle"]
         assert partial["data"]["title"]["rating"] is None
         assert partial["errors"][0]["path"] == ["title", "rating"]
+
+
+async def test_an_extracted_field_whose_backend_dies_mid_load_is_rolled_back(demo: Demo, tmp_path: Path) -> None:
+    """No shadow to compare with: the requests the target serves are recorded (served, or a
+    candidate error when it fails), and the guardrails roll the field back on the error rate;
+    the monolith answers the field again."""
+    config = tmp_path / "strangler.yaml"
+    write_config(config, demo, "extracted", field_extra=", guardrails: {min_samples: 10, window: 20}")
+    state = f"sqlite+aiosqlite:///{tmp_path / 'control.sqlite3'}"
+    async with ProxyServer(config, port=0, admin_port=0, state_url=state, watch=False) as server:
+        collector = Collector()
+        server.shadow.add_listener(collector)
+        expected = await demo.monolith(QUERY)
+        for _ in range(10):
+            assert await post_query(demo.session, server.url) == expected
+        await wait_for(lambda: len(collector.results) >= 10)
+        assert {(r.key, r.mode, r.verdict) for r in collector.results} == {
+            ("graphql:Title.rating", "extracted", Verdict.SERVED)}
+        await demo.servers["ratings"].close()  # the service dies under load
+        sent = 0
+        while server.flips.state("Title.rating").mode.value == "extracted":  # type: ignore[union-attr]
+            body = await post_query(demo.session, server.url)
+            assert body["data"]["title"]["primaryTitle"] == expected["data"]["title"]["primaryTitle"]
+            sent += 1
+            assert sent <= 40, "no rollback"
+            await asyncio.sleep(0.01)
+        errors = [r for r in collector.results if r.verdict is Verdict.CANDIDATE_ERROR]
+        assert errors and all(r.key == "graphql:Title.rating" for r in errors)
+        assert server.flips.state("Title.rating").mode.value == "shadow"  # type: ignore[union-attr]
+        # The monolith serves the field again; the client sees no error.
+        assert await post_query(demo.session, server.url) == expected
+        async with demo.session.get(f"{server.admin_url}/audit", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            entry = (await resp.json())["entries"][0]
+        assert (entry["name"], entry["who"], entry["kind"]) == ("Title.rating", "guardrails", "rollback")
 
 
 IDE = "http://ide.example"
