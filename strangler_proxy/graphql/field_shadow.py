@@ -46,6 +46,7 @@ log = logging.getLogger("strangler.graphql.shadow")
 DEFAULT_MAX_INFLIGHT = 64
 DEFAULT_BATCH_WINDOW_S = 0.05
 DEFAULT_BATCH_SIZE = 100
+MAX_SHADOW_PLANS = 4096  # cached shadow sub-plans (one per shadowed field occurrence of a cached plan)
 ERROR_GRAPHQL = "graphql-error"
 OUTCOME_COMPLETED = "completed"  # compared and published (one per entity)
 OUTCOME_DROPPED = "dropped"  # too many shadows in flight
@@ -197,6 +198,8 @@ class FieldShadower:
         got = self._plans.get(id(spec))
         if got is None or got[0] is not spec:
             got = (spec, plan_shadow(composed, ownership, spec, document, operation_name))
+            if len(self._plans) >= MAX_SHADOW_PLANS:  # specs of plans the gateway has evicted linger
+                self._plans.clear()
             self._plans[id(spec)] = got
         return got[1]
 
