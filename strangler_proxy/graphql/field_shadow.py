@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -218,7 +218,8 @@ class FieldShadower:
             start = time.perf_counter()
             await self.executor.run_roots((r.fetch,), scratch, errors, r.variables, r.headers)
             await self.executor.run_entities(list(r.fetch.children), scratch, errors, r.variables, r.headers)
-            self._compare(r, None, r.data.get(rk), scratch.get(rk), _errors_under(errors, (rk,)),
+            self._compare(r, None, orjson.dumps(strip_internal(r.data.get(rk))),
+                          orjson.dumps(strip_internal(scratch.get(rk))), _errors_under(errors, (rk,)),
                           time.perf_counter() - start)
         except Exception:  # the shadow path must never disturb anything; log and go on
             self._failed([r.spec])
@@ -258,35 +259,59 @@ class FieldShadower:
         await self.executor.run_entities([batch.fetch], {SHADOW_ROOT: entities}, errors, first.variables,
                                          first.headers)
         latency = time.perf_counter() - start
-        for n, (r, i, k, served) in enumerate(entries):
-            if n:
+        shadow_bodies: dict[int, bytes] = {}
+        # Requests that saw the same entity with the same served value get the same comparison
+        # (the shadow answer is one per entity): computed once, recorded for each request.
+        compared: dict[tuple[Any, ...], ShadowResult] = {}
+        for r, i, k, served in entries:
+            spec = r.spec
+            served_body = orjson.dumps(strip_internal(served))
+            same = (spec.field_name, spec.mode, spec.served_by, spec.served_backend, spec.backend, k, served_body)
+            earlier = compared.get(same)
+            if earlier is not None:
+                self._record(spec, _with_served_latency(earlier, spec, r.served_latency_s))
+                continue
+            if compared:
                 await asyncio.sleep(0)  # many entities: let client requests run between comparisons
-            self._compare(r, k, served, entities[i].get(r.spec.response_key),
-                          _errors_under(errors, (SHADOW_ROOT, i)), latency)
+            shadow_body = shadow_bodies.get(i)
+            if shadow_body is None:
+                shadow_body = shadow_bodies[i] = orjson.dumps(strip_internal(entities[i].get(spec.response_key)))
+            compared[same] = self._compare(r, k, served_body, shadow_body, _errors_under(errors, (SHADOW_ROOT, i)),
+                                           latency)
 
-    def _compare(self, r: _Request, rep_key: bytes | None, served: Any, shadow: Any,
-                 shadow_errors: list[dict[str, Any]], latency_s: float) -> None:
+    def _compare(self, r: _Request, rep_key: bytes | None, served_body: bytes, shadow_body: bytes,
+                 shadow_errors: list[dict[str, Any]], latency_s: float) -> ShadowResult:
         spec = r.spec
-        served_ex = self._exchange(spec.served_backend, spec, served, [], r.served_latency_s)
-        shadow_ex = self._exchange(spec.backend, spec, shadow, shadow_errors, latency_s)
+        served_ex = self._exchange(spec.served_backend, spec, served_body, [], r.served_latency_s)
+        shadow_ex = self._exchange(spec.backend, spec, shadow_body, shadow_errors, latency_s)
         legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
         pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
                           legacy=legacy, candidate=candidate, partition=_partition_label(rep_key))
         result = self.comparator.compare(pair, self.rules_for(spec.field_name))
+        self._record(spec, result)
+        return result
+
+    def _record(self, spec: ShadowSpec, result: ShadowResult) -> None:
         self.completed += 1
         if self.metrics is not None:
             self.metrics.shadow(spec.field_name, OUTCOME_COMPLETED)
         self.publish(result)
 
-    def _exchange(self, backend: str, spec: ShadowSpec, value: Any, errors: list[dict[str, Any]],
+    def _exchange(self, backend: str, spec: ShadowSpec, body: bytes, errors: list[dict[str, Any]],
                   latency_s: float) -> Exchange:
-        body = orjson.dumps(strip_internal(value))
         err = None
         if errors:
             err = f"{ERROR_GRAPHQL}: " + "; ".join(str(e.get("message")) for e in errors)[:300]
         return Exchange(upstream=backend, method="POST", target=f"{self.graphql_path}#{spec.field_name}",
                         status=200, body=body, latency_s=latency_s, error=err,
                         response_headers=(("content-type", "application/json"),))
+
+
+def _with_served_latency(result: ShadowResult, spec: ShadowSpec, latency_s: float) -> ShadowResult:
+    """Another request's record of the same comparison: its own served latency and time."""
+    if spec.served_by == "legacy":
+        return replace(result, legacy_latency_s=latency_s, at=time.time())
+    return replace(result, candidate_latency_s=latency_s, at=time.time())
 
 
 def _batch_key(fetch: Fetch, forwarded: tuple[str | None, ...], variables: Mapping[str, Any]) -> tuple[Any, ...]:

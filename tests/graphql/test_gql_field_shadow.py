@@ -130,3 +130,34 @@ async def test_too_many_batches_in_flight_are_dropped_and_counted(stack: Stack) 
     assert shadower.dropped >= 1
     assert shadower.completed + shadower.dropped == 3
     assert len(shadow_fetches(stack)) == shadower.completed
+
+
+class CountingComparator:
+    """The diff engine, counting how often it is asked."""
+
+    def __init__(self) -> None:
+        from strangler_proxy.comparator import DiffComparator
+
+        self.inner = DiffComparator()
+        self.calls = 0
+
+    def compare(self, pair, rules):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self.inner.compare(pair, rules)
+
+
+async def test_the_same_entity_and_answer_in_one_batch_is_compared_once_and_recorded_per_request(stack: Stack) -> None:
+    counting = CountingComparator()
+    gw = await stack.gateway(SHADOW, comparator=counting)
+    shadower_of(gw).batch_window_s = 600
+    stack.world.reviews_rating_skew = 0.5  # a mismatch: the shared comparison must carry its differences
+    for pid in ("p2", "p2", "p2", "p1", "p2"):
+        await gw.execute(Q % pid)
+    await shadower_of(gw).drain()
+    assert counting.calls == 2  # p2 once, p1 once
+    results = stack.results.items
+    assert sorted(r.partition for r in results) == ["p1", "p2", "p2", "p2", "p2"]
+    p2 = [r for r in results if r.partition == "p2"]
+    assert {r.verdict for r in p2} == {Verdict.MISMATCH}
+    assert all(r.differences == p2[0].differences and r.differences for r in p2)
+    assert all(r.legacy_latency_s is not None and r.legacy_latency_s > 0 for r in p2)
