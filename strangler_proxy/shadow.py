@@ -172,7 +172,7 @@ class ShadowDispatcher:
         result = ShadowResult(
             key=route, mode=mode, verdict=Verdict.CANDIDATE_ERROR if failed else Verdict.SERVED, at=time.time(),
             candidate_status=status, candidate_latency_s=latency_s,
-            reason=(error or f"status {status}") if failed else None, method=method, target=target,
+            reason=_candidate_reason(status, error) if failed else None, method=method, target=target,
         )
         asyncio.get_running_loop().call_soon(self.publish, result)
 
@@ -291,3 +291,10 @@ class ShadowDispatcher:
             request_headers=job.headers, request_body=job.body, response_headers=headers, body=bytes(body),
             latency_s=time.perf_counter() - start, error=error, body_truncated=truncated,
         )
+
+
+def _candidate_reason(status: int | None, error: str | None) -> str:
+    """Worded as the diff engine words a candidate's failure, so reports read one way."""
+    if error is not None:
+        return f"candidate: {error}"
+    return "candidate: no response" if status is None else f"candidate: status {status}"

@@ -189,7 +189,8 @@ class FieldShadower:
                 result = ShadowResult(
                     key=GRAPHQL_KEY_PREFIX + name, mode=rule.mode.value, at=now,
                     verdict=Verdict.CANDIDATE_ERROR if failure else Verdict.SERVED,
-                    candidate_status=200, candidate_latency_s=latency_s, reason=failure, method="POST",
+                    candidate_status=200, candidate_latency_s=latency_s,
+                    reason=None if failure is None else f"candidate: {failure}", method="POST",
                     target=f"{self.graphql_path}#{name}")
                 loop.call_soon(self.publish, result)
 

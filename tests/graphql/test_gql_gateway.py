@@ -159,6 +159,20 @@ async def test_introspection_is_answered_from_the_composed_schema(stack: Stack) 
     assert schema.get_type("_Any") is None
 
 
+async def test_codegen_style_introspection_with_every_option(stack: Stack) -> None:
+    """What graphql-codegen and IDEs send nowadays: specifiedByURL, isRepeatable, schema
+    description, deprecated input values, oneOf."""
+    gw = await stack.gateway()
+    query = graphql.get_introspection_query(descriptions=True, specified_by_url=True, directive_is_repeatable=True,
+                                            schema_description=True, input_value_deprecation=True, one_of=True)
+    status, body = await gw.execute(query)
+    assert status == 200 and "errors" not in body
+    schema = graphql.build_client_schema(body["data"])
+    assert graphql.print_schema(schema) == graphql.print_schema(gw.composed.schema)
+    product = schema.get_type("Product")
+    assert product is not None and product.description == "A product on sale"
+
+
 async def test_shadowed_field_is_compared_per_entity(stack: Stack) -> None:
     gw = await stack.gateway("    Product.rating: {target: reviews, mode: shadow}")
     stack.world.reviews_rating_skew = 0.0

@@ -163,7 +163,7 @@ async def test_a_failing_target_is_recorded_even_when_reverse_shadowed(make_prox
     await proxy.shadow.drain()
     await asyncio.sleep(0)  # results reach the listeners on the next loop iteration
     [result] = proxy.results.results
-    assert (result.verdict, result.reason) == (Verdict.CANDIDATE_ERROR, "connect")
+    assert (result.verdict, result.reason) == (Verdict.CANDIDATE_ERROR, "candidate: connect")
     assert result.candidate_latency_s is not None and result.candidate_latency_s > 0
 
 
