@@ -20,7 +20,7 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from strangler_proxy.config import StranglerConfig, load_config
+from strangler_proxy.config import DEFAULT_BUCKET_S, StranglerConfig, load_config
 from strangler_proxy.databases import database_url, is_sqlite, make_engine
 from strangler_proxy.errors import ConfigError, StoreError, StranglerError
 from strangler_proxy.report.build import Report, build_report, safe_url
@@ -96,7 +96,7 @@ def report(
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option("--since", help="Only results of the last 90s / 10m / 2h / 7d (to the store bucket, store.bucket_s)."),
+        typer.Option("--since", help="Only results of the last 90s / 10m / 2h / 7d (from the start of the store bucket it falls in, store.bucket_s)."),
     ] = None,
 ) -> None:
     """Shadow results per route and GraphQL field: match rates, latencies,
@@ -110,6 +110,9 @@ def report(
         raise typer.Exit(EXIT_PROBLEM)
     try:
         config = _load(config_path)
+        if since_at is not None:  # whole buckets: the one `since` falls in counts, so --since 5s is never empty
+            bucket_s = config.store.bucket_s if config else DEFAULT_BUCKET_S
+            since_at = since_at // bucket_s * bucket_s
         url = _results_url(config, database_url_opt)
         _check_url(url)
         result = asyncio.run(_build(url, config, keys or None, since_at))

@@ -141,5 +141,8 @@ def test_since_leaves_out_older_buckets(store: Store) -> None:
     assert recent_credits["samples"] == 10 and recent_credits["counts"]["mismatch"] == 10
     assert recent_credits["top_paths"] == [{"path": "$.n", "kind": "value", "count": 10}]
     assert "ratings" not in {k["key"] for k in recent["keys"] if k["samples"]}
+    # A window shorter than a bucket still shows the bucket it falls in, never an empty report.
+    just_now = json.loads(run("--config", str(store.config_path), "--json", "--since", "1s").stdout)
+    assert next(k for k in just_now["keys"] if k["key"] == "credits")["samples"] == 10
     bad = run("--config", str(store.config_path), "--since", "ten minutes")
     assert bad.exit_code == 2 and "use a number and a unit" in bad.output
