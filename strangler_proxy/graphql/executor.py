@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from strangler_proxy.graphql.metrics import PATH_SERVED, GraphQLMetrics
+from strangler_proxy.graphql.metrics import PATH_SERVED, PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import in_canary
 from strangler_proxy.graphql.planner import TYPENAME_ALIAS, Fetch, KeyFields, Path, Plan, Split
 
@@ -59,9 +59,10 @@ class BackendClient:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_timeout", aiohttp.ClientTimeout(total=self.timeout_s))
 
-    def with_path(self, path: str) -> BackendClient:
-        """The same backends and connections, measured under another path label."""
-        return replace(self, path=path)
+    def for_shadows(self, timeout_s: float) -> BackendClient:
+        """The same backends and connections for the shadow path: its own timeout, fetches
+        measured under path="shadow"."""
+        return replace(self, path=PATH_SHADOW, timeout_s=timeout_s)
 
     async def query(self, backend: str, document: str, variables: Mapping[str, Any] | None,
                     headers: Mapping[str, str] | None = None) -> JSON:

@@ -33,7 +33,7 @@ from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.graphql.compose import ComposedSchema, compose, load_sdls
 from strangler_proxy.graphql.executor import BackendClient, Executor, FetchTrace
 from strangler_proxy.graphql.field_shadow import FieldShadower
-from strangler_proxy.graphql.metrics import PATH_SHADOW, GraphQLMetrics
+from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import FieldRule, Ownership, RouteStateLike, in_canary
 from strangler_proxy.graphql.planner import Plan, operation_of, plan_operation, root_canary_fields
 from strangler_proxy.graphql.projection import Projector
@@ -128,8 +128,10 @@ class GraphQLGateway:
         executor = Executor(client)
         shadower = None
         if shadower_args is not None:
-            # Its own executor: same connections, fetches counted under path="shadow".
-            shadower = FieldShadower(executor=Executor(client.with_path(PATH_SHADOW)), graphql_path=gql.path,
+            # Its own executor: same connections, the shadow path's timeout (shadow.timeout_s), fetches
+            # counted under path="shadow". A slow shadow backend costs bounded memory for bounded time.
+            shadower = FieldShadower(executor=Executor(client.for_shadows(config.shadow.timeout_s)),
+                                     graphql_path=gql.path,
                                      batch_window_s=gql.shadow_batch_window_s, batch_size=gql.shadow_batch_size,
                                      metrics=metrics, **dict(shadower_args))
         return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower,

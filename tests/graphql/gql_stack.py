@@ -35,9 +35,11 @@ class Stack:
     session: aiohttp.ClientSession
     results: Results
 
-    def config(self, fields: str = "", settings: str = "") -> StranglerConfig:
-        """``fields``: lines under ``graphql.fields``; ``settings``: more lines under ``graphql``."""
+    def config(self, fields: str = "", settings: str = "", top: str = "") -> StranglerConfig:
+        """``fields``: lines under ``graphql.fields``; ``settings``: more lines under ``graphql``;
+        ``top``: more top-level lines (``shadow:``, ``compare:``...)."""
         return load_config_text(f"""
+{top}
 upstreams:
   legacy: {{url: "http://127.0.0.1:{self.products.port}"}}
   reviews: {{url: "http://127.0.0.1:{self.reviews.port}"}}
@@ -51,10 +53,11 @@ graphql:
 {fields or "    {}"}
 """.replace("  fields:\n    {}", "  fields: {}"))
 
-    async def gateway(self, fields: str = "", comparator: Any = None, settings: str = "") -> GraphQLGateway:
+    async def gateway(self, fields: str = "", comparator: Any = None, settings: str = "",
+                      top: str = "") -> GraphQLGateway:
         from strangler_proxy.comparator import DiffComparator
 
-        cfg = self.config(fields, settings)
+        cfg = self.config(fields, settings, top)
         args = {"comparator": comparator or DiffComparator(), "publish": self.results.publish,
                 "rules_for": lambda name: cfg.compare_for(cfg.graphql.fields[name]) if name in cfg.graphql.fields
                 else CompareConfig()}

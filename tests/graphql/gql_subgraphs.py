@@ -10,6 +10,7 @@ unless a test sets ``world.reviews_rating_skew``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,7 @@ class World:
     payloads: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)  # (backend, body, authorization)
     writes: list[str] = field(default_factory=list)
     reviews_rating_skew: float = 0.0
+    delay_s: dict[str, float] = field(default_factory=dict)  # backend -> seconds before it answers
 
     @classmethod
     def demo(cls) -> World:
@@ -217,6 +219,8 @@ def subgraph_app(name: str, schema: graphql.GraphQLSchema, world: World) -> web.
         payload = await request.json()
         world.calls.append((name, payload["query"]))
         world.payloads.append((name, payload, request.headers.get("Authorization")))
+        if world.delay_s.get(name):
+            await asyncio.sleep(world.delay_s[name])
         result = graphql.graphql_sync(schema, payload["query"], variable_values=payload.get("variables"),
                                       operation_name=payload.get("operationName"))
         body: dict[str, Any] = {"data": result.data}

@@ -4,6 +4,7 @@ each entity asked once, each client request still compared on its own."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 from gql_stack import Stack, stack  # noqa: F401  (fixture)
@@ -161,3 +162,18 @@ async def test_the_same_entity_and_answer_in_one_batch_is_compared_once_and_reco
     assert {r.verdict for r in p2} == {Verdict.MISMATCH}
     assert all(r.differences == p2[0].differences and r.differences for r in p2)
     assert all(r.legacy_latency_s is not None and r.legacy_latency_s > 0 for r in p2)
+
+
+async def test_a_slow_shadow_backend_times_out_on_the_shadow_timeout_not_the_clients(stack: Stack) -> None:
+    """The shadow path has its own timeout (shadow.timeout_s): a shadow backend that hangs costs
+    bounded time and memory, and the client's answer never waits for it."""
+    gw = await stack.gateway(SHADOW, settings="  shadow_batch_window_s: 0", top="shadow: {timeout_s: 0.3}")
+    stack.world.delay_s["reviews"] = 5.0
+    started = time.perf_counter()
+    status, body = await gw.execute(Q % "p2")
+    assert status == 200 and body["data"]["product"]["rating"] is not None
+    assert time.perf_counter() - started < 1.0  # served by legacy, never waiting for the shadow
+    await shadower_of(gw).drain()
+    assert time.perf_counter() - started < 2.0  # the shadow gave up after 0.3 s, not 5 s (or 30)
+    [result] = stack.results.items
+    assert result.verdict is Verdict.CANDIDATE_ERROR and "timeout" in (result.reason or "")
