@@ -20,6 +20,7 @@ then names both backends and the field, and the gateway refuses to start.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +55,9 @@ from strangler_proxy.errors import GraphQLGatewayError
 
 SDL_QUERY = "{ _service { sdl } }"
 DEFAULT_SDL_TIMEOUT_S = 10.0
+log = logging.getLogger("strangler.graphql.compose")
+SDL_RETRY_FIRST_PAUSE_S = 0.2
+SDL_RETRY_MAX_PAUSE_S = 2.0
 # Names that belong to the federation machinery, never to the API schema.
 FEDERATION_TYPES = frozenset(
     {"_Any", "_Entity", "_Service", "_FieldSet", "FieldSet", "link__Import", "link__Purpose",
@@ -346,9 +350,14 @@ async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
 
 
 async def load_sdls(
-    session: aiohttp.ClientSession, backends: Mapping[str, tuple[str, str | None]]
+    session: aiohttp.ClientSession, backends: Mapping[str, tuple[str, str | None]], wait_s: float = 0.0
 ) -> dict[str, str]:
-    """name -> (url, sdl_file or None) into name -> SDL text, fetched in parallel."""
+    """name -> (url, sdl_file or None) into name -> SDL text, fetched in parallel.
+
+    A backend that cannot be asked yet (still starting, as when a whole stack starts at
+    once) is asked again, with growing pauses, for up to ``wait_s`` seconds; then the
+    gateway refuses to start, naming it and the way out (start it, or an ``sdl_file``)."""
+    loop = asyncio.get_running_loop()
 
     async def one(name: str, url: str, sdl_file: str | None) -> str:
         if sdl_file:
@@ -356,7 +365,21 @@ async def load_sdls(
                 return Path(sdl_file).read_text(encoding="utf-8")
             except OSError as exc:
                 raise GraphQLGatewayError(f"backend {name!r}: cannot read sdl_file {sdl_file}: {exc.strerror}") from exc
-        return await fetch_sdl(session, name, url)
+        deadline = loop.time() + wait_s
+        pause = SDL_RETRY_FIRST_PAUSE_S
+        while True:
+            try:
+                return await fetch_sdl(session, name, url)
+            except GraphQLGatewayError as exc:
+                left = deadline - loop.time()
+                if left <= 0:
+                    if wait_s > 0:
+                        raise GraphQLGatewayError(f"{exc} (waited {wait_s:g}s)") from exc
+                    raise
+                if pause == SDL_RETRY_FIRST_PAUSE_S:
+                    log.warning("waiting up to %gs for backend %r's SDL: %s", wait_s, name, exc)
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, SDL_RETRY_MAX_PAUSE_S)
 
     names = list(backends)
     texts = await asyncio.gather(*(one(n, *backends[n]) for n in names))
