@@ -37,12 +37,14 @@ from strangler_proxy.admin import AdminContext, start_admin
 from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig, StranglerConfig, load_config
 from strangler_proxy.databases import make_engine
+from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.flips import FlipService
+from strangler_proxy.graphql.compose import BackendSDLUnavailable
 from strangler_proxy.graphql.gateway import GraphQLGateway
 from strangler_proxy.graphql.ownership import Ownership
 from strangler_proxy.guardrails import Guardrails
 from strangler_proxy.noise import NoiseModel
-from strangler_proxy.proxy_app import start_proxy
+from strangler_proxy.proxy_app import ProxyHandler, start_proxy
 from strangler_proxy.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
 from strangler_proxy.result import ResultListener
 from strangler_proxy.router import RouteState
@@ -56,6 +58,7 @@ log = logging.getLogger("strangler.server")
 
 # The gateway's own pool towards the GraphQL backends.
 GRAPHQL_CONNECTIONS = 256
+GRAPHQL_RECOMPOSE_S = 5.0  # started without its gateway: how often to try composing again
 
 
 # --------------------------------------------------------------------------
@@ -113,6 +116,7 @@ class ProxyServer:
         self.port = 0
         self.admin_port = 0
         self.graphql: GraphQLGateway | None = None
+        self._handler: ProxyHandler | None = None  # the running data plane, once listening
         self._rules_config: StranglerConfig | None = None
         self._rules: dict[str, CompareConfig] = {}
         self.host = ""
@@ -205,15 +209,32 @@ class ProxyServer:
             graphql=self.graphql,
         )
         stack.push_async_callback(runner.cleanup)
+        self._handler = runner.proxy_server.proxy
         log.info("proxy on %s, admin API on %s, flips in %s", self.url, self.admin_url, self.store.url)
 
     async def _start_graphql(self, config: StranglerConfig, stack: AsyncExitStack) -> GraphQLGateway | None:
         """Compose the backends' schemas (refusing to start on a conflict) and keep
-        the field ownership in step with every flip and reload."""
+        the field ownership in step with every flip and reload.
+
+        A backend that gives no SDL within ``graphql.sdl_wait_s`` does not keep the proxy
+        down: it starts without its gateway (the GraphQL path then goes to the legacy
+        upstream untouched, like any unrouted path) and composes again every
+        ``GRAPHQL_RECOMPOSE_S`` until it can."""
         if not config.graphql.enabled:
             return None
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=GRAPHQL_CONNECTIONS))
         stack.push_async_callback(session.close)
+        try:
+            return await self._compose(config, session, stack, None)
+        except BackendSDLUnavailable as exc:
+            log.error("%s -- starting without the GraphQL gateway: %s goes to the legacy upstream untouched; "
+                      "composing again every %gs", exc, config.graphql.path, GRAPHQL_RECOMPOSE_S)
+        task = asyncio.create_task(self._compose_later(session, stack), name="strangler-graphql-compose")
+        stack.push_async_callback(_cancel, task)
+        return None
+
+    async def _compose(self, config: StranglerConfig, session: aiohttp.ClientSession, stack: AsyncExitStack,
+                       sdl_wait_s: float | None) -> GraphQLGateway:
         gateway = await GraphQLGateway.create(
             config,
             session,
@@ -224,6 +245,7 @@ class ProxyServer:
                 "publish": self.shadow.publish,
                 "rules_for": self._field_rules,
             },
+            sdl_wait_s=sdl_wait_s,
         )
         if gateway.shadower is not None:
             stack.push_async_callback(gateway.shadower.drain)
@@ -233,6 +255,24 @@ class ProxyServer:
 
         self.flips.add_listener(follow_flips)
         return gateway
+
+    async def _compose_later(self, session: aiohttp.ClientSession, stack: AsyncExitStack) -> None:
+        """Until the gateway composes: try again, then mount it in the running proxy."""
+        while True:
+            await asyncio.sleep(GRAPHQL_RECOMPOSE_S)
+            config = self.runtime.config
+            if not config.graphql.enabled or self._handler is None:
+                continue
+            try:
+                gateway = await self._compose(config, session, stack, 0.0)
+            except BackendSDLUnavailable:
+                continue
+            except GraphQLGatewayError as exc:  # a conflict now: still forwarding; say so, keep trying
+                log.error("GraphQL gateway still not started: %s", exc)
+                continue
+            self.graphql = self._handler.graphql = gateway
+            log.info("GraphQL gateway composed: %s is answered by it from now on", config.graphql.path)
+            return
 
     def _field_rules(self, name: str) -> CompareConfig:
         """Compare rules of a GraphQL field, merged once per config."""
@@ -247,6 +287,12 @@ class ProxyServer:
 
     async def _reload(self) -> dict[str, Any]:
         return await self.reloader.reload_now(trigger="admin API")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def freeze_startup_objects() -> None:

@@ -331,6 +331,10 @@ def _definition(name: str, acc: _TypeAcc) -> graphql.TypeDefinitionNode:
     return ScalarTypeDefinitionNode(name=n, description=acc.description, directives=())
 
 
+class BackendSDLUnavailable(GraphQLGatewayError):
+    """A backend gave no SDL (down, slow, not a subgraph): unlike a conflict, this can pass."""
+
+
 async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
                     timeout_s: float = DEFAULT_SDL_TIMEOUT_S) -> str:
     """Ask one subgraph for its SDL with ``{ _service { sdl } }``."""
@@ -339,13 +343,13 @@ async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             body = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        raise GraphQLGatewayError(
+        raise BackendSDLUnavailable(
             f"backend {backend!r}: cannot fetch its SDL from {url} ({exc!r}); start it, "
             f"or give graphql.backends.{backend}.sdl_file"
         ) from exc
     sdl = ((body or {}).get("data") or {}).get("_service", {}) or {}
     if not isinstance(sdl, dict) or not isinstance(sdl.get("sdl"), str):
-        raise GraphQLGatewayError(f"backend {backend!r}: {url} answered no _service.sdl: {str(body)[:300]}")
+        raise BackendSDLUnavailable(f"backend {backend!r}: {url} answered no _service.sdl: {str(body)[:300]}")
     return str(sdl["sdl"])
 
 
@@ -370,11 +374,11 @@ async def load_sdls(
         while True:
             try:
                 return await fetch_sdl(session, name, url)
-            except GraphQLGatewayError as exc:
+            except BackendSDLUnavailable as exc:
                 left = deadline - loop.time()
                 if left <= 0:
                     if wait_s > 0:
-                        raise GraphQLGatewayError(f"{exc} (waited {wait_s:g}s)") from exc
+                        raise BackendSDLUnavailable(f"{exc} (waited {wait_s:g}s)") from exc
                     raise
                 if pause == SDL_RETRY_FIRST_PAUSE_S:
                     log.warning("waiting up to %gs for backend %r's SDL: %s", wait_s, name, exc)

@@ -109,10 +109,13 @@ class GraphQLGateway:
     async def create(cls, config: StranglerConfig, session: aiohttp.ClientSession, *,
                      overrides: Mapping[str, RouteStateLike] | None = None,
                      shadower_args: Mapping[str, Any] | None = None,
-                     compiled_shapes: bool = True, registry: CollectorRegistry | None = None) -> GraphQLGateway:
+                     compiled_shapes: bool = True, registry: CollectorRegistry | None = None,
+                     sdl_wait_s: float | None = None) -> GraphQLGateway:
         """Fetch every backend's SDL (or read its ``sdl_file``), compose, check the field rules.
 
-        Raises :class:`GraphQLGatewayError` (the proxy must refuse to start) on conflicts.
+        Raises :class:`GraphQLGatewayError` (the proxy must refuse to start) on conflicts, and
+        its :class:`~.compose.BackendSDLUnavailable` when a backend gave no SDL within
+        ``sdl_wait_s`` (default ``graphql.sdl_wait_s``).
         ``shadower_args``: ``comparator``, ``publish``, ``rules_for`` (and optionally ``max_inflight``).
         ``registry``: where the gateway's metrics go (the proxy runtime's; default a private one).
         """
@@ -121,7 +124,7 @@ class GraphQLGateway:
             raise GraphQLGatewayError(f"graphql.legacy_backend {gql.legacy_backend!r} is not in graphql.backends")
         urls = {name: config.upstreams[b.upstream].url + b.path for name, b in gql.backends.items()}
         sdls = await load_sdls(session, {n: (urls[n], b.sdl_file) for n, b in gql.backends.items()},
-                               wait_s=gql.sdl_wait_s)
+                               wait_s=gql.sdl_wait_s if sdl_wait_s is None else sdl_wait_s)
         composed = compose(sdls, legacy=gql.legacy_backend)
         timeout = max((config.upstreams[b.upstream].timeout_s for b in gql.backends.values()), default=30.0)
         metrics = GraphQLMetrics(registry)

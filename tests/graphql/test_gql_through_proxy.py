@@ -7,6 +7,7 @@ shadow dispatcher, diff engine, admin API) over the real monolith and services.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,11 @@ from typing import Any
 import aiohttp
 import graphql
 import pytest
+from aiohttp.test_utils import TestServer
 from gql_demo import Demo, copy_databases, make_template, running_demo
 
+from extracted_services.ratings.app import create_app as create_ratings
+from extracted_services.ratings.settings import RatingsSettings, Rounding
 from strangler_proxy.result import ShadowResult, Verdict
 from strangler_proxy.server import ProxyServer
 
@@ -148,6 +152,37 @@ async def test_an_extracted_field_whose_backend_dies_mid_load_is_rolled_back(dem
         async with demo.session.get(f"{server.admin_url}/audit", headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
             entry = (await resp.json())["entries"][0]
         assert (entry["name"], entry["who"], entry["kind"]) == ("Title.rating", "guardrails", "rollback")
+
+
+async def test_a_graphql_backend_down_at_start_does_not_keep_the_proxy_down(
+        demo_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy starts without its gateway (/graphql goes to the monolith untouched), composes
+    again in the background, and mounts the gateway once the backend answers."""
+    monkeypatch.setattr("strangler_proxy.server.GRAPHQL_RECOMPOSE_S", 0.2)
+    dbs = copy_databases(demo_template, tmp_path)
+    async with running_demo(dbs) as demo:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            late_port = sock.getsockname()[1]
+        config = tmp_path / "strangler.yaml"
+        write_config(config, Demo({**demo.ports, "ratings": late_port}, demo.session), "shadow",
+                     graphql_extra="  sdl_wait_s: 0.2")
+        state = f"sqlite+aiosqlite:///{tmp_path / 'control.sqlite3'}"
+        async with ProxyServer(config, port=0, admin_port=0, state_url=state, watch=False) as server:
+            assert server.graphql is None
+            expected = await demo.monolith(QUERY)
+            assert await post_query(demo.session, server.url) == expected  # passed through to the monolith
+            late = TestServer(create_ratings(RatingsSettings(dbs["ratings"], Rounding.LEGACY)), host="127.0.0.1",
+                              port=late_port)
+            await late.start_server()
+            try:
+                await wait_for(lambda: server.graphql is not None, timeout_s=10)
+                collector = Collector()
+                server.shadow.add_listener(collector)
+                assert await post_query(demo.session, server.url) == expected  # now through the gateway
+                await wait_for(lambda: any(r.key == "graphql:Title.rating" for r in collector.results))
+            finally:
+                await late.close()
 
 
 IDE = "http://ide.example"
