@@ -277,7 +277,7 @@ class GraphQLConfig(_Frozen):
     shadow_batch_window_s: float = Field(default=0.05, ge=0, le=1)
     shadow_batch_size: int = Field(default=100, ge=1)  # ... or as soon as this many requests wait
     # At start, how long to keep asking a backend that does not answer yet for its SDL.
-    sdl_wait_s: float = Field(default=30.0, ge=0)
+    sdl_wait_s: float = Field(default=10.0, ge=0)
     # Browser origins allowed to call the gateway (CORS), e.g. a GraphQL IDE's; "*" for any. None by default.
     cors_origins: list[str] = Field(default_factory=list)
 
