@@ -37,7 +37,7 @@ from strangler_proxy.exchange import Exchange, ShadowPair
 from strangler_proxy.graphql.compose import ComposedSchema
 from strangler_proxy.graphql.executor import Executor, FetchTrace, collect, on_side
 from strangler_proxy.graphql.metrics import GraphQLMetrics
-from strangler_proxy.graphql.ownership import Ownership
+from strangler_proxy.graphql.ownership import FieldRule, Ownership
 from strangler_proxy.graphql.planner import INTERNAL_PREFIX, SHADOW_ROOT, Fetch, ShadowSpec, plan_shadow
 from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 
@@ -163,12 +163,19 @@ class FieldShadower:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Send the batches waiting and wait for every shadow in flight (tests, graceful stop)."""
+        """Send the batches waiting and wait for every shadow in flight (tests, graceful stop);
+        what is still running after ``timeout_s`` is cancelled, and said."""
         if self._timer is not None:
             self._timer.cancel()
         self._flush()
-        if self._tasks:
-            await asyncio.wait_for(asyncio.gather(*list(self._tasks), return_exceptions=True), timeout_s)
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        if pending:
+            log.warning("stopping: %d field-shadow tasks still running after %gs, cancelled", len(pending), timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def served(self, ownership: Ownership, trace: FetchTrace, latency_s: float) -> None:
         """Record each field a target served in this request (once per field): SERVED, or
@@ -176,23 +183,23 @@ class FieldShadower:
         these count the target's traffic and errors for guardrails, readiness and reports,
         as the proxy's records of REST requests a target served do. Listeners get them on the
         next loop iteration."""
-        seen: set[str] = set()
-        loop = asyncio.get_running_loop()
-        now = time.time()
+        fields: dict[str, tuple[FieldRule, str | None]] = {}  # name -> rule, first failure of any of its fetches
         for f in trace.ran:
             failure = trace.failed.get(f.id)
             for name in f.fields:
                 rule = ownership.served_by_target(name, f.backend)
-                if rule is None or name in seen:
-                    continue
-                seen.add(name)
-                result = ShadowResult(
-                    key=GRAPHQL_KEY_PREFIX + name, mode=rule.mode.value, at=now,
-                    verdict=Verdict.CANDIDATE_ERROR if failure else Verdict.SERVED,
-                    candidate_status=200, candidate_latency_s=latency_s,
-                    reason=None if failure is None else f"candidate: {failure}", method="POST",
-                    target=f"{self.graphql_path}#{name}")
-                loop.call_soon(self.publish, result)
+                if rule is not None and (name not in fields or fields[name][1] is None):
+                    fields[name] = (rule, failure)
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        for name, (rule, failure) in fields.items():
+            result = ShadowResult(
+                key=GRAPHQL_KEY_PREFIX + name, mode=rule.mode.value, at=now,
+                verdict=Verdict.CANDIDATE_ERROR if failure else Verdict.SERVED,
+                candidate_status=200, candidate_latency_s=latency_s,
+                reason=None if failure is None else f"candidate: {failure}", method="POST",
+                target=f"{self.graphql_path}#{name}")
+            loop.call_soon(self.publish, result)
 
     def _fetch(self, composed: ComposedSchema, ownership: Ownership, spec: ShadowSpec, document: DocumentNode,
                operation_name: str | None) -> Fetch:

@@ -177,3 +177,14 @@ async def test_a_slow_shadow_backend_times_out_on_the_shadow_timeout_not_the_cli
     assert time.perf_counter() - started < 2.0  # the shadow gave up after 0.3 s, not 5 s (or 30)
     [result] = stack.results.items
     assert result.verdict is Verdict.CANDIDATE_ERROR and "timeout" in (result.reason or "")
+
+
+async def test_drain_cancels_what_is_still_running_after_its_timeout(stack: Stack) -> None:
+    """A graceful stop never hangs on a shadow backend that hangs, and never raises."""
+    gw = await stack.gateway(SHADOW, settings="  shadow_batch_window_s: 0")
+    stack.world.delay_s["reviews"] = 5.0
+    await gw.execute(Q % "p2")
+    started = time.perf_counter()
+    await shadower_of(gw).drain(timeout_s=0.3)
+    assert time.perf_counter() - started < 1.5
+    assert not shadower_of(gw)._tasks and shadower_of(gw).completed == 0
