@@ -344,8 +344,8 @@ async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
             body = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise BackendSDLUnavailable(
-            f"backend {backend!r}: cannot fetch its SDL from {url} ({exc!r}); start it, "
-            f"or give graphql.backends.{backend}.sdl_file"
+            f"backend {backend!r}: cannot fetch its SDL from {url} ({str(exc) or type(exc).__name__}); "
+            f"start it, or give graphql.backends.{backend}.sdl_file"
         ) from exc
     sdl = ((body or {}).get("data") or {}).get("_service", {}) or {}
     if not isinstance(sdl, dict) or not isinstance(sdl.get("sdl"), str):
@@ -381,7 +381,7 @@ async def load_sdls(
                         raise BackendSDLUnavailable(f"{exc} (waited {wait_s:g}s)") from exc
                     raise
                 if pause == SDL_RETRY_FIRST_PAUSE_S:
-                    log.warning("waiting up to %gs for backend %r's SDL: %s", wait_s, name, exc)
+                    log.warning("asking again for up to %gs: %s", wait_s, exc)
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, SDL_RETRY_MAX_PAUSE_S)
 
