@@ -180,7 +180,8 @@ async def test_demo_walkthrough(stack: Stack) -> None:
     # 2. Votes through the proxy land in the monolith; the sync worker carries them to the service
     #    (the service's mirrored copies were dry runs, rolled back).
     mixed = await _traffic(stack, 1.5, seed=2, vote_share=0.3)
-    assert mixed.by_kind["vote"]["ok"] > 10
+    # Every vote sent succeeded (how many get sent in 1.5 s depends on the machine).
+    assert mixed.by_kind["vote"]["ok"] == mixed.by_kind["vote"]["requests"] > 0
     title = "tt0000150"
     async with httpx.AsyncClient(timeout=5) as http:
         before = (await http.get(f"{stack.monolith}/api/titles/{title}/ratings")).json()["num_votes"]
