@@ -46,6 +46,7 @@ log = logging.getLogger("strangler.graphql.shadow")
 DEFAULT_MAX_INFLIGHT = 64
 DEFAULT_BATCH_WINDOW_S = 0.05
 DEFAULT_BATCH_SIZE = 100
+MAX_ENTITIES_PER_FETCH = 500  # representations in one shadow _entities request
 MAX_SHADOW_PLANS = 4096  # cached shadow sub-plans (one per shadowed field occurrence of a cached plan)
 ERROR_GRAPHQL = "graphql-error"
 OUTCOME_COMPLETED = "completed"  # compared and published (one per entity)
@@ -262,10 +263,13 @@ class FieldShadower:
         if not entries:
             return
         first = batch.requests[0]  # every request in a batch forwards the same headers and variables
-        errors: list[dict[str, Any]] = []
+        n = MAX_ENTITIES_PER_FETCH  # a big batch goes as several requests, in parallel
+        chunks = [entities[at:at + n] for at in range(0, len(entities), n)]
+        chunk_errors: list[list[dict[str, Any]]] = [[] for _ in chunks]
         start = time.perf_counter()
-        await self.executor.run_entities([batch.fetch], {SHADOW_ROOT: entities}, errors, first.variables,
-                                         first.headers)
+        await asyncio.gather(*(self.executor.run_entities([batch.fetch], {SHADOW_ROOT: chunk}, errs, first.variables,
+                                                          first.headers)
+                               for chunk, errs in zip(chunks, chunk_errors, strict=True)))
         latency = time.perf_counter() - start
         shadow_bodies: dict[int, bytes] = {}
         # Requests that saw the same entity with the same served value get the same comparison
@@ -284,8 +288,8 @@ class FieldShadower:
             shadow_body = shadow_bodies.get(i)
             if shadow_body is None:
                 shadow_body = shadow_bodies[i] = orjson.dumps(strip_internal(entities[i].get(spec.response_key)))
-            compared[same] = self._compare(r, k, served_body, shadow_body, _errors_under(errors, (SHADOW_ROOT, i)),
-                                           latency)
+            errors = _errors_under(chunk_errors[i // n], (SHADOW_ROOT, i % n))
+            compared[same] = self._compare(r, k, served_body, shadow_body, errors, latency)
 
     def _compare(self, r: _Request, rep_key: bytes | None, served_body: bytes, shadow_body: bytes,
                  shadow_errors: list[dict[str, Any]], latency_s: float) -> ShadowResult:

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import orjson
+import pytest
 from gql_stack import Stack, stack  # noqa: F401  (fixture)
 
 from strangler_proxy.graphql import GraphQLGateway
@@ -188,3 +189,17 @@ async def test_drain_cancels_what_is_still_running_after_its_timeout(stack: Stac
     await shadower_of(gw).drain(timeout_s=0.3)
     assert time.perf_counter() - started < 1.5
     assert not shadower_of(gw)._tasks and shadower_of(gw).completed == 0
+
+
+async def test_a_big_batch_goes_as_several_entity_requests(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("strangler_proxy.graphql.field_shadow.MAX_ENTITIES_PER_FETCH", 2)
+    gw = await held_gateway(stack)
+    stack.world.reviews_rating_skew = 0.5  # products with reviews disagree; without, null on both sides
+    await gw.execute("{ products(first: 7) { id rating } }")
+    await shadower_of(gw).drain()
+    fetched = [sorted(asked_ids(p)) for p, _ in shadow_fetches(stack)]
+    assert sorted(len(ids) for ids in fetched) == [1, 2, 2, 2]
+    assert sorted(i for ids in fetched for i in ids) == [f"p{n}" for n in range(1, 8)]
+    verdicts = {r.partition: r.verdict for r in stack.results.items}
+    expected = {pid: Verdict.MATCH if stack.world.rating(pid) is None else Verdict.MISMATCH for pid in stack.world.products}
+    assert verdicts == expected and Verdict.MATCH in expected.values() and Verdict.MISMATCH in expected.values()
