@@ -71,8 +71,10 @@ def _fields_unordered(v: Any) -> Any:
     is each gateway's own (strangler keeps the monolith's; Apollo's composition puts a field
     shared by several subgraphs first): compare ``fields`` lists as sets of names."""
     if isinstance(v, dict):
-        return {k: (sorted((_fields_unordered(x) for x in x_), key=repr) if k == "fields" and isinstance(x_, list)
-                    else _fields_unordered(x_)) for k, x_ in v.items()}
+        out = {k: _fields_unordered(child) for k, child in v.items()}
+        if isinstance(out.get("fields"), list):
+            out["fields"] = sorted(out["fields"], key=repr)
+        return out
     if isinstance(v, list):
         return [_fields_unordered(x) for x in v]
     return v

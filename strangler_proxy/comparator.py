@@ -205,11 +205,16 @@ def _skip_reason(pair: ShadowPair) -> str | None:
 
 
 def _error_reason(side: str, ex: Exchange) -> str:
-    if ex.error is not None:
-        return f"{side}: {ex.error}"
-    if ex.status is None:
+    return failure_reason(side, ex.status, ex.error)
+
+
+def failure_reason(side: str, status: int | None, error: str | None) -> str:
+    """How a side's failure reads in every result: ``candidate: timeout``, ``legacy: status 503``."""
+    if error is not None:
+        return f"{side}: {error}"
+    if status is None:
         return f"{side}: no response"
-    return f"{side}: status {ex.status}"
+    return f"{side}: status {status}"
 
 
 def _header_diffs(a: Exchange, b: Exchange, rules: CompiledRules) -> list[Difference]:

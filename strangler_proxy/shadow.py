@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
+from strangler_proxy.comparator import failure_reason
 from strangler_proxy.config import CompareConfig, ShadowSettings
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.exchange import Exchange, Headers, ShadowPair, Side
@@ -172,7 +173,7 @@ class ShadowDispatcher:
         result = ShadowResult(
             key=route, mode=mode, verdict=Verdict.CANDIDATE_ERROR if failed else Verdict.SERVED, at=time.time(),
             candidate_status=status, candidate_latency_s=latency_s,
-            reason=_candidate_reason(status, error) if failed else None, method=method, target=target,
+            reason=failure_reason("candidate", status, error) if failed else None, method=method, target=target,
         )
         asyncio.get_running_loop().call_soon(self.publish, result)
 
@@ -292,9 +293,3 @@ class ShadowDispatcher:
             latency_s=time.perf_counter() - start, error=error, body_truncated=truncated,
         )
 
-
-def _candidate_reason(status: int | None, error: str | None) -> str:
-    """Worded as the diff engine words a candidate's failure, so reports read one way."""
-    if error is not None:
-        return f"candidate: {error}"
-    return "candidate: no response" if status is None else f"candidate: status {status}"

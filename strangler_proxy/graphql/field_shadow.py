@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import orjson
 from graphql import DocumentNode
 
+from strangler_proxy.comparator import failure_reason
 from strangler_proxy.config import CompareConfig
 from strangler_proxy.exchange import Exchange, ShadowPair
 from strangler_proxy.graphql.compose import ComposedSchema
@@ -166,6 +167,7 @@ class FieldShadower:
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Send the batches waiting and wait for every shadow in flight (tests, graceful stop);
         what is still running after ``timeout_s`` is cancelled, and said."""
+        await asyncio.sleep(0)  # shadows of answers just given are launched once their task yields
         if self._timer is not None:
             self._timer.cancel()
         self._flush()
@@ -182,8 +184,7 @@ class FieldShadower:
         """Record each field a target served in this request (once per field): SERVED, or
         CANDIDATE_ERROR when its fetch failed or came back with errors. Nothing was compared;
         these count the target's traffic and errors for guardrails, readiness and reports,
-        as the proxy's records of REST requests a target served do. Listeners get them on the
-        next loop iteration."""
+        as the proxy's records of REST requests a target served do."""
         fields: dict[str, tuple[FieldRule, str | None]] = {}  # name -> rule, first failure of any of its fetches
         for f in trace.ran:
             failure = trace.failed.get(f.id)
@@ -191,16 +192,14 @@ class FieldShadower:
                 rule = ownership.served_by_target(name, f.backend)
                 if rule is not None and (name not in fields or fields[name][1] is None):
                     fields[name] = (rule, failure)
-        loop = asyncio.get_running_loop()
         now = time.time()
         for name, (rule, failure) in fields.items():
-            result = ShadowResult(
+            self.publish(ShadowResult(
                 key=GRAPHQL_KEY_PREFIX + name, mode=rule.mode.value, at=now,
                 verdict=Verdict.CANDIDATE_ERROR if failure else Verdict.SERVED,
                 candidate_status=200, candidate_latency_s=latency_s,
-                reason=None if failure is None else f"candidate: {failure}", method="POST",
-                target=f"{self.graphql_path}#{name}")
-            loop.call_soon(self.publish, result)
+                reason=None if failure is None else failure_reason("candidate", 200, failure), method="POST",
+                target=f"{self.graphql_path}#{name}"))
 
     def _fetch(self, composed: ComposedSchema, ownership: Ownership, spec: ShadowSpec, document: DocumentNode,
                operation_name: str | None) -> Fetch:

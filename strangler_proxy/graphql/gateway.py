@@ -15,6 +15,7 @@ keeps the table it started with.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -222,11 +223,15 @@ class GraphQLGateway:
             self.metrics.inc(self.metrics.shaped, SHAPED_GRAPHQL_CORE)
         else:
             self.metrics.inc(self.metrics.shaped, SHAPED_COMPILED)
-        if trace is not None and trace.ran:
-            self.shadower.served(self.ownership, trace, elapsed)  # type: ignore[union-attr]  # trace implies shadower
-        if plan.shadows and self.shadower is not None:
-            self.shadower.launch(self.composed, self.ownership, plan.shadows, parsed.document, operation_name,
-                                 data, variables, headers, elapsed)
+        # The bookkeeping and the shadows run once this task yields: after the answer is on its way.
+        shadower = self.shadower
+        if shadower is not None and (plan.shadows or trace is not None):
+            loop = asyncio.get_running_loop()
+            if trace is not None and trace.ran:
+                loop.call_soon(shadower.served, self.ownership, trace, elapsed)
+            if plan.shadows:
+                loop.call_soon(shadower.launch, self.composed, self.ownership, plan.shadows, parsed.document,
+                               operation_name, data, variables, headers, elapsed)
         return 200, body
 
     async def handle(self, request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from strangler_proxy.canary import bucket
@@ -99,7 +100,7 @@ class Ownership:
             )
         return cls(legacy=config.legacy_backend, rules=rules, version=next(_versions))
 
-    @property
+    @cached_property
     def targets_serve(self) -> bool:
         """Whether any field is served (wholly or in part) by its target."""
         return any(r.mode in (Mode.CANARY, Mode.EXTRACTED) for r in self.rules.values())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from extracted_services.common.backfill import backfill
@@ -122,3 +123,16 @@ async def running_demo(dbs: dict[str, str]) -> AsyncIterator[Demo]:
 def make_template(directory: Path) -> Path:
     asyncio.run(build_databases(directory))
     return directory
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded, backfilled databases, built once (import this fixture with ``demo``)."""
+    return make_template(tmp_path_factory.mktemp("gql-demo"))
+
+
+@pytest.fixture
+async def demo(demo_template: Path, tmp_path: Path) -> AsyncIterator[Demo]:
+    """The four demo backends running over a fresh copy of the databases."""
+    async with running_demo(copy_databases(demo_template, tmp_path)) as d:
+        yield d

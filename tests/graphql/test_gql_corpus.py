@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from gql_corpus import CORPUS, normalise
-from gql_demo import SERVICE_FIELDS, Demo, copy_databases, make_template, running_demo
+from gql_demo import SERVICE_FIELDS, Demo, demo, demo_template  # noqa: F401  (fixtures)
 from gql_shapes import both_shapes
 
 from strangler_proxy.graphql import GraphQLGateway
@@ -19,17 +17,6 @@ CONFIGS = {
     **{f"{s}-extracted": fs for s, fs in SERVICE_FIELDS.items()},
     "all-extracted": ALL_FIELDS,
 }
-
-
-@pytest.fixture(scope="session")
-def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_template(tmp_path_factory.mktemp("gql-demo"))
-
-
-@pytest.fixture
-async def demo(demo_template: Path, tmp_path: Path) -> AsyncIterator[Demo]:
-    async with running_demo(copy_databases(demo_template, tmp_path)) as d:
-        yield d
 
 
 def _split(variables: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

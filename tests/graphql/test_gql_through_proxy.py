@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import aiohttp
 import graphql
 import pytest
 from aiohttp.test_utils import TestServer
-from gql_demo import Demo, copy_databases, make_template, running_demo
+from gql_demo import Demo, copy_databases, demo, demo_template, running_demo  # noqa: F401  (fixtures)
 
 from extracted_services.ratings.app import create_app as create_ratings
 from extracted_services.ratings.settings import RatingsSettings, Rounding
@@ -33,17 +32,6 @@ class Collector:
 
     def observe(self, result: ShadowResult) -> None:
         self.results.append(result)
-
-
-@pytest.fixture(scope="module")
-def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_template(tmp_path_factory.mktemp("gql-proxy-demo"))
-
-
-@pytest.fixture
-async def demo(demo_template: Path, tmp_path: Path) -> AsyncIterator[Demo]:
-    async with running_demo(copy_databases(demo_template, tmp_path)) as d:
-        yield d
 
 
 def write_config(path: Path, demo: Demo, mode: str, graphql_extra: str = "", field_extra: str = "") -> None:
