@@ -4,7 +4,9 @@ hop-by-hop filtering and ``X-Forwarded-*``.
 What is forwarded is exactly what was received, minus hop-by-hop headers
 (RFC 9110 §7.6.1: ``Connection`` and every header it names, ``Keep-Alive``,
 ``Proxy-Connection``, ``TE``, ``Transfer-Encoding``, ``Upgrade``) and
-``Expect`` (the proxy answers ``100 Continue`` itself): the request-target is
+``Expect`` (the proxy answers ``100 Continue`` itself) and every
+``X-Strangler-*`` header (the proxy's own control headers: a client must not
+be able to send a dry run, or cancel one, to a service): the request-target is
 sent byte-for-byte (``yarl.URL(..., encoded=True)``, no dot-segment removal, no
 re-quoting), headers keep their order and repeats, bodies are streams.
 The sessions never add headers of their own (no ``User-Agent``, ``Accept``,
@@ -33,6 +35,10 @@ HOP_BY_HOP = frozenset(
 )
 # Request headers the proxy consumes itself besides the hop-by-hop ones.
 _REQUEST_DROP = HOP_BY_HOP | {b"expect"}
+# Control headers (X-Strangler-Shadow, X-Strangler-Dry-Run, ...) only the proxy
+# may set: a client's copies are dropped from everything forwarded. Names are
+# compared lowercased, so this catches any spelling.
+CONTROL_PREFIX = b"x-strangler-"
 # aiohttp's client adds these when absent; a transparent proxy must not.
 _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 READ_CHUNK = 64 * 1024
@@ -90,7 +96,8 @@ def request_headers(
     keep_host: bool,
 ) -> Headers:
     """End-to-end request headers from the raw ones (original case, order and
-    repeats), plus ``X-Forwarded-*``.
+    repeats), minus the client's ``X-Strangler-*`` control headers, plus
+    ``X-Forwarded-*``.
 
     ``X-Forwarded-For`` gets the client address appended (to the last such
     header, keeping earlier hops); ``X-Forwarded-Proto``/``-Host`` are added
@@ -103,7 +110,7 @@ def request_headers(
     host = None
     for kb, vb in raw:
         lk = kb.lower()
-        if lk in drop:
+        if lk in drop or lk.startswith(CONTROL_PREFIX):
             continue
         v = vb.decode("utf-8", "surrogateescape")
         if lk == b"host":

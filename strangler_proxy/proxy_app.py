@@ -280,6 +280,8 @@ class ProxyHandler:
         host = request.headers.get("Host")
         if host is not None:  # the original Host, whatever the mirror's host_header says
             headers.insert(0, ("Host", host))
+        # served.headers hold none of the client's X-Strangler-* headers
+        # (request_headers drops them), so the mirror carries exactly the proxy's.
         headers.append(SHADOW_HEADER)
         if request.method not in SAFE_METHODS:
             headers.append(DRY_RUN_HEADER)

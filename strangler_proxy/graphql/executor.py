@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from strangler_proxy.errors import ConfigError
+from strangler_proxy.forwarder import CONTROL_PREFIX
 from strangler_proxy.graphql.metrics import PATH_SERVED, PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import in_canary
 from strangler_proxy.graphql.planner import TYPENAME_ALIAS, Fetch, KeyFields, Path, Plan, Split
@@ -57,6 +59,12 @@ class BackendClient:
     _timeout: aiohttp.ClientTimeout = field(init=False)
 
     def __post_init__(self) -> None:
+        control = [h for h in self.forward_headers if h.lower().startswith(CONTROL_PREFIX.decode())]
+        if control:
+            # X-Strangler-* headers are the proxy's to set (a dry run, a shadow):
+            # passing a client's copy on would let it commit or cancel a dry run.
+            raise ConfigError(f"cannot forward the proxy's control headers {control}: "
+                              "drop every X-Strangler-* name from forward_headers", field="forward_headers")
         object.__setattr__(self, "_timeout", aiohttp.ClientTimeout(total=self.timeout_s))
 
     def for_shadows(self, timeout_s: float) -> BackendClient:

@@ -63,8 +63,7 @@ async def test_without_the_header_writes_persist(monolith_url, service_db, engin
     engine = engines(url)
     await backfill(service_spec("ratings").backfill, engines(monolith_url), engine)
     service = await serve(create_app(RatingsSettings(url, Rounding.LEGACY)))
-    resp = await service.post("/api/titles/tt0000005/ratings", json={"user_id": "x", "value": 4},
-                              headers={DRY_RUN_HEADER: "0"})
+    resp = await service.post("/api/titles/tt0000005/ratings", json={"user_id": "x", "value": 4})
     assert resp.status == 201 and DRY_RUN_HEADER not in resp.headers
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(rm.votes).where(rm.votes.c.user_id == "x"))).scalar_one() == 1
