@@ -80,6 +80,28 @@ class FlipOutcome:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A route or field a reloaded file no longer has, with the state it was in until then."""
+
+    name: str
+    mode: Mode
+    percent: float
+    source: str  # "file", or "flip" when a runtime override was in force (it is dropped)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "mode": self.mode.value, "percent": self.percent, "source": self.source}
+
+
+@dataclass(frozen=True, slots=True)
+class FileReload:
+    """What applying a new file did: the mode changes it made and the routes and fields it removed."""
+
+    changes: list[AuditDraft]
+    removed_routes: list[Removed]
+    removed_fields: list[Removed]
+
+
 def is_field(name: str) -> bool:
     """GraphQL fields are ``Type.field``; route names never contain a dot."""
     return "." in name
@@ -327,8 +349,22 @@ class FlipService:
         Returns what the file changed (also written to the audit log). Raises
         and keeps the running config if the new table cannot be built.
         """
+        return (await self.reload_file(config)).changes
+
+    async def reload_file(self, config: StranglerConfig) -> FileReload:
+        """:meth:`reload`, also naming every route and field the new file removes and its mode until now."""
         async with self._lock:
-            return await self._reconcile(config, old_config=self.config)
+            gone = [
+                Removed(name, state.mode, state.percent, "flip" if name in self._stored else "file")
+                for name in self._names(self.config)
+                if file_value(config, name) is None and (state := self.state(name)) is not None
+            ]
+            changes = await self._reconcile(config, old_config=self.config)
+        return FileReload(
+            changes=changes,
+            removed_routes=[r for r in gone if not is_field(r.name)],
+            removed_fields=[r for r in gone if is_field(r.name)],
+        )
 
     async def _reconcile(self, config: StranglerConfig, *, old_config: StranglerConfig | None) -> list[AuditDraft]:
         stored = dict(self._stored)

@@ -22,9 +22,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from strangler_proxy.config import load_config
+from strangler_proxy.config import Mode, load_config
 from strangler_proxy.errors import ConfigError, ConfigErrors, StranglerError
-from strangler_proxy.flips import FlipService
+from strangler_proxy.flips import FileReload, FlipService
 
 log = logging.getLogger("strangler.reload")
 
@@ -44,6 +44,23 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+def _nothing_removed() -> dict[str, list[dict[str, Any]]]:
+    return {"routes": [], "fields": []}
+
+
+def _removed_text(applied: FileReload) -> str:
+    """``; removed route(s): cast (shadow); removed GraphQL field(s): Title.rating (canary 5%)`` or ''."""
+    out = ""
+    for what, gone in (("route(s)", applied.removed_routes), ("GraphQL field(s)", applied.removed_fields)):
+        if gone:
+            out += f"; removed {what}: " + ", ".join(
+                f"{r.name} ({r.mode.value}" + (f" {r.percent:g}%" if r.mode is Mode.CANARY else "")
+                + (", a runtime flip" if r.source == "flip" else "") + ")"
+                for r in gone
+            )
+    return out
 
 
 class ConfigReloader:
@@ -87,17 +104,18 @@ class ConfigReloader:
     async def reload_now(self, *, trigger: str = "admin", force: bool = True) -> dict[str, Any]:
         """Load, validate and apply the file. ``force`` False skips an unchanged text.
 
-        Returns ``{"ok": bool, "changes": [...], "errors": [...]}``; never raises
+        Returns ``{"ok": bool, "changes": [...], "errors": [...], "removed": {"routes": [...],
+        "fields": [...]}}`` (each removed one with the mode it had until now); never raises
         for a bad file (the caller is a signal handler or a watcher).
         """
         async with self._lock:
             digest = _digest(self.path)
             if not force and digest == self._digest:
                 self.last_error = None  # the running text is back in the file
-                return {"ok": True, "changes": [], "errors": [], "unchanged": True}
+                return {"ok": True, "changes": [], "errors": [], "unchanged": True, "removed": _nothing_removed()}
             try:
                 config = load_config(self.path)
-                changes = await self.flips.reload(config)
+                applied = await self.flips.reload_file(config)
             except ConfigErrors as exc:
                 return self._refused(trigger, [str(e) for e in exc.errors])
             except (ConfigError, StranglerError) as exc:
@@ -105,24 +123,31 @@ class ConfigReloader:
             self._digest = digest
             self.last_error = None
             self.reloads += 1
-            log.info(
-                "reloaded %s (%s): new config applied; %d route/field mode change(s) from the file",
-                self.path, trigger, len(changes),
+            removed = _removed_text(applied)
+            # Removing routes or fields changes what the proxy serves: never silently.
+            log.log(
+                logging.WARNING if removed else logging.INFO,
+                "reloaded %s (%s): new config applied; %d route/field mode change(s) from the file%s",
+                self.path, trigger, len(applied.changes), removed,
             )
             return {
                 "ok": True,
                 "changes": [
                     {"name": c.name, "from": {"mode": c.from_mode, "percent": c.from_percent},
                      "to": {"mode": c.to_mode, "percent": c.to_percent}, "reason": c.reason}
-                    for c in changes
+                    for c in applied.changes
                 ],
                 "errors": [],
+                "removed": {
+                    "routes": [r.as_json() for r in applied.removed_routes],
+                    "fields": [r.as_json() for r in applied.removed_fields],
+                },
             }
 
     def _refused(self, trigger: str, errors: list[str]) -> dict[str, Any]:
         self.last_error = "\n".join(errors)
         log.error("refused to reload %s (%s); the running config stays:\n%s", self.path, trigger, self.last_error)
-        return {"ok": False, "changes": [], "errors": errors}
+        return {"ok": False, "changes": [], "errors": errors, "removed": _nothing_removed()}
 
     async def _watch(self) -> None:
         while True:

@@ -33,7 +33,7 @@ def test_good_config_loads() -> None:
         ("upstreams:\n  legacy: {url: 'http://x'}\nroutes:\n  - name: a\n    path: /a\n    mode: shadow\n    target: nope\n",
          "s.yaml:7: routes[0].target: 'nope' is not an upstream"),
         ("upstreams:\n  legacy: {url: 'ftp://x'}\n", "s.yaml:2: upstreams.legacy.url: must be an http"),
-        ("upstreams: [\n", "s.yaml:2: not valid YAML"),
+        ("upstreams: [\n", "s.yaml:2: upstreams: not valid YAML: line 2, column 1: while parsing a flow node, expected"),
         ("upstreams:\n  legacy: {url: 'http://x'}\ncompare:\n  ignore: [foo]\n",
          "s.yaml:3: compare: path 'foo' must start with '$'"),
         ("", "the file is empty"),
