@@ -5,12 +5,16 @@ logger is enabled for INFO, so a proxy with access logs routed nowhere pays
 almost nothing. Where the lines go is the application's logging config; for a
 busy proxy :class:`BufferedLineHandler` writes them to a file through a
 buffer flushed every ``flush_interval_s`` instead of one syscall per line.
+The target is written with the values of secret query parameters replaced
+(:class:`~strangler_proxy.redact.QueryRedaction`).
 
     >>> import io, logging
     >>> buf = io.StringIO(); h = logging.StreamHandler(buf)
     >>> log = logging.getLogger(ACCESS_LOGGER); log.addHandler(h); log.setLevel(logging.INFO)
-    >>> AccessLog().emit("r", "shadow", "legacy", "GET", "/a?b", 200, 0.0012)
+    >>> AccessLog().emit("r", "shadow", "legacy", "GET", "/a?b&token=s3cret", 200, 0.0012)
     >>> buf.getvalue().startswith('{"route":"r","mode":"shadow","upstream":"legacy"')
+    True
+    >>> '"target":"/a?b&token=REDACTED"' in buf.getvalue()
     True
     >>> log.removeHandler(h)
 """
@@ -24,6 +28,8 @@ from typing import IO
 
 import orjson
 
+from strangler_proxy.redact import QueryRedaction
+
 ACCESS_LOGGER = "strangler.access"
 DEFAULT_FLUSH_INTERVAL_S = 0.5
 
@@ -31,11 +37,13 @@ DEFAULT_FLUSH_INTERVAL_S = 0.5
 class AccessLog:
     """Emits the access line of one finished request."""
 
-    __slots__ = ("_logger", "enabled")
+    __slots__ = ("_logger", "enabled", "query")
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, query: QueryRedaction | None = None) -> None:
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self.enabled = enabled
+        # Replaced whole on reload (one assignment), like the route table.
+        self.query = query or QueryRedaction()
 
     def emit(
         self,
@@ -58,7 +66,7 @@ class AccessLog:
             "mode": mode,
             "upstream": upstream,
             "method": method,
-            "target": target,
+            "target": self.query.target(target),
             "status": status,
             "duration_ms": round(duration_s * 1000.0, 3),
         }

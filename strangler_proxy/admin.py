@@ -6,6 +6,10 @@ It listens on its own port, on 127.0.0.1 by default, and every call needs
 No header: 401. A token that is not known: 403. It refuses to start on a
 non-loopback address when no token is configured.
 
+A failure of the control database (503) or of the API itself (500) answers a
+short message and an ``error_id``; the detail -- SQL, parameters, traceback --
+goes only to the log line carrying the same id.
+
     GET  /routes                 routes and fields: mode, percent, source, counters, guardrails
     POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}
     GET  /audit?name=&limit=     flips, newest first
@@ -20,6 +24,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,8 +80,30 @@ def check_bind(host: str, tokens: Mapping[str, str]) -> None:
         )
 
 
+# The keys a flip body may carry; anything else is refused, as strangler.yaml refuses unknown fields.
+FLIP_KEYS = ("mode", "percent", "reason")
+ERROR_ID_BYTES = 6  # 12 hex digits: enough to find one line in a day of logs
+
+
 def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers or None)
+
+
+def _logged_error(status: int, code: str, message: str, detail: BaseException, what: str) -> web.Response:
+    """An error whose detail (SQL, parameters, a traceback) stays in the log.
+
+    The client gets ``message`` and a fresh ``error_id``; the log line carries
+    the same id with the whole detail, so an operator can find one from the other.
+    """
+    error_id = secrets.token_hex(ERROR_ID_BYTES)
+    log.error("%s (error id %s): %s", what, error_id, detail, exc_info=detail)
+    text = f"{message} (error id {error_id}; the details are in the proxy's log)"
+    body = {"error": {"code": code, "message": text, "error_id": error_id}}
+    return web.json_response(body, status=status)
+
+
+def _store_unavailable(what: str, exc: StoreError) -> web.Response:
+    return _logged_error(503, "store_unavailable", f"{what}: the control database failed", exc, what)
 
 
 def _who(tokens: Mapping[str, str], presented: str) -> str | None:
@@ -103,6 +130,21 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
         return _error(403, "forbidden", "this token is not an admin token")
     request[WHO] = who
     return await handler(request)
+
+
+@web.middleware
+async def _unexpected(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Any exception a handler did not expect becomes a 500 with an error id,
+    never a traceback in the answer (aiohttp's HTTP errors pass through)."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the detail goes to the log, see _logged_error
+        return _logged_error(500, "internal", f"{request.method} {request.path} failed", exc,
+                             f"admin API: {request.method} {request.path} failed")
 
 
 def _route_view(ctx: AdminContext, counters: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]]:
@@ -163,6 +205,9 @@ async def _flip(request: web.Request) -> web.Response:
         return _error(400, "bad_request", 'the body must be JSON like {"mode": "canary", "percent": 5, "reason": "..."}')
     if not isinstance(body, dict) or not isinstance(body.get("mode"), str):
         return _error(400, "bad_request", 'the body needs "mode" (legacy, shadow, canary, extracted)')
+    unknown = ", ".join(repr(key) for key in body if key not in FLIP_KEYS)
+    if unknown:
+        return _error(400, "bad_request", f"unknown key {unknown} in the body (allowed: {', '.join(FLIP_KEYS)})")
     percent = body.get("percent")
     if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int | float)):
         return _error(400, "bad_request", f'"percent" must be a number 0..100, got {percent!r}')
@@ -174,8 +219,7 @@ async def _flip(request: web.Request) -> web.Response:
     except FlipError as exc:
         return _error(400, "bad_request", str(exc))
     except StoreError as exc:
-        log.error("flip of %s not persisted: %s", name, exc)
-        return _error(503, "store_unavailable", f"the flip was not applied: {exc}")
+        return _store_unavailable(f"{name}: the flip was not applied", exc)
     return web.json_response(outcome.as_json())
 
 
@@ -191,7 +235,7 @@ async def _audit(request: web.Request) -> web.Response:
     try:
         entries = await ctx.flips.audit(name=name, limit=limit)
     except StoreError as exc:
-        return _error(503, "store_unavailable", str(exc))
+        return _store_unavailable("the audit log cannot be read", exc)
     return web.json_response({"entries": [e.as_json() for e in entries]})
 
 
@@ -216,7 +260,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def admin_app(ctx: AdminContext) -> web.Application:
     """The admin application (frozen on start by aiohttp)."""
-    app = web.Application(middlewares=[_auth], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[_unexpected, _auth], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     app.router.add_get("/routes", _routes)
     app.router.add_post("/routes/{name}/flip", _flip)

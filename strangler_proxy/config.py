@@ -100,7 +100,18 @@ class CompareConfig(_Frozen):
     headers: tuple[str, ...] | None = None  # allowlist compared; default Content-Type
     redact_headers: tuple[str, ...] = ()  # besides Authorization, Cookie, Set-Cookie
     redact_paths: tuple[str, ...] = ()  # JSON paths whose values never reach the store
+    # Query parameters whose values are blanked in the access log, samples and reports,
+    # besides token, access_token, api_key, password, secret, sig (any case).
+    redact_query: tuple[str, ...] = ()
     noise_sample_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("redact_query")
+    @classmethod
+    def _query_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not name or any(c in name for c in "=&;#? "):
+                raise ValueError(f"{name!r}: a query parameter name, such as session_key")
+        return v
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> CompareConfig:
@@ -126,6 +137,7 @@ class CompareConfig(_Frozen):
             headers=over.headers if over.headers is not None else self.headers,
             redact_headers=self.redact_headers + over.redact_headers,
             redact_paths=self.redact_paths + over.redact_paths,
+            redact_query=self.redact_query + over.redact_query,
             noise_sample_rate=(
                 over.noise_sample_rate if over.noise_sample_rate is not None else self.noise_sample_rate
             ),

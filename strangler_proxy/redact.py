@@ -4,6 +4,10 @@ Sample bodies, the values carried by differences and the headers kept in
 ``ShadowResult.extra`` pass through here. JSON members at or under a
 ``redact_paths`` pattern become ``"[REDACTED]"``; Authorization, Cookie,
 Set-Cookie, Proxy-Authorization and every ``redact_headers`` name are blanked.
+In a request target kept anywhere (access log, stored samples, reports), the
+values of the query parameters ``token``, ``access_token``, ``api_key``,
+``password``, ``secret``, ``sig`` and every ``redact_query`` name become
+``REDACTED`` (see :class:`QueryRedaction`).
 
 Matching walks the value with the set of live pattern states (a tiny NFA), so
 a subtree no pattern can reach is returned untouched without being copied.
@@ -17,10 +21,14 @@ a subtree no pattern can reach is returned untouched without being copied.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
+from strangler_proxy.config import StranglerConfig
 from strangler_proxy.lifter import Form, Lifted
 from strangler_proxy.rules import DESCEND, CompiledRules, Path, Pattern, Segment, seg_matches
 
@@ -28,6 +36,11 @@ REDACTED = "[REDACTED]"
 # What a non-JSON sample becomes when redact_paths are configured: its
 # secrets cannot be located, so none of it is kept.
 OPAQUE_SAMPLE = b"[REDACTED: body is not JSON and compare.redact_paths is set]"
+
+# Query parameters redacted whatever the configuration says (compare.redact_query adds more).
+ALWAYS_REDACTED_QUERY = frozenset({"token", "access_token", "api_key", "password", "secret", "sig"})
+# What a secret query value becomes: URL-safe, so a redacted target is still a valid target.
+QUERY_REDACTED = "REDACTED"
 
 _State = frozenset[tuple[int, int]]
 
@@ -120,3 +133,58 @@ def body_sample(lifted: Lifted, rules: CompiledRules, limit: int) -> tuple[bytes
     if len(raw) > limit:
         return raw[:limit], True
     return raw, False
+
+
+# One query parameter: (separator or start)(name)=(value). ';' separates too,
+# as some servers read it so; cutting there only ever redacts more.
+_QUERY_PARAM = re.compile(r"(^|[&;])([^&;=#]*)=([^&;#]*)")
+
+
+class QueryRedaction:
+    """Blanks the values of secret query parameters in a request target.
+
+    Names match case-insensitively, and percent-decoded; the name and the rest
+    of the target are kept byte for byte. A target without ``?``, or whose query
+    names no secret, is returned as is after one search -- the access log calls
+    this for every request.
+
+        >>> q = QueryRedaction(("session",))
+        >>> q.target("/a?x=1&Token=abc&session=s%20t&y")
+        '/a?x=1&Token=REDACTED&session=REDACTED&y'
+        >>> q.target("/a?q=token") == "/a?q=token", q.target("/titles/tt1") == "/titles/tt1"
+        (True, True)
+    """
+
+    __slots__ = ("_screen", "names")
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.names = ALWAYS_REDACTED_QUERY | {n.lower() for n in names}
+        alternatives = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+        # Either a secret name followed by '=', or a name with a '%' (possibly an encoded secret one).
+        self._screen = re.compile(rf"[?&;](?:(?:{alternatives})|[^&;=#]*%[^&;=#]*)=", re.IGNORECASE)
+
+    def target(self, target: str) -> str:
+        """``target`` (path and query, or a whole URL) with secret query values replaced."""
+        mark = target.find("?")
+        if mark < 0 or self._screen.search(target, mark) is None:
+            return target
+        return target[: mark + 1] + _QUERY_PARAM.sub(self._param, target[mark + 1 :])
+
+    def _param(self, m: re.Match[str]) -> str:
+        sep, name, value = m.groups()
+        if not value or unquote_plus(name).lower() not in self.names:
+            return m.group(0)
+        return f"{sep}{name}={QUERY_REDACTED}"
+
+
+def configured_query_names(config: StranglerConfig) -> tuple[str, ...]:
+    """Every ``redact_query`` name of the file: global, routes and fields.
+
+    The access log is written before anything asks which rules a key merges,
+    so it redacts every name configured anywhere (redacting more is harmless).
+    """
+    names = list(config.compare.redact_query)
+    for owner in (*config.routes, *config.graphql.fields.values()):
+        if owner.compare is not None:
+            names.extend(owner.compare.redact_query)
+    return tuple(dict.fromkeys(names))

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from strangler_proxy.accesslog import AccessLog
 from strangler_proxy.config import StranglerConfig
 from strangler_proxy.metrics import ProxyMetrics, RouteCounters
+from strangler_proxy.redact import QueryRedaction, configured_query_names
 from strangler_proxy.router import RouteState, RouteTable
 
 
@@ -42,7 +43,7 @@ class ProxyRuntime:
         frozen = MappingProxyType(dict(overrides or {}))
         self.snapshot = Snapshot(config, RouteTable.build(config, frozen), frozen)
         self.metrics = ProxyMetrics()
-        self.access_log = AccessLog(config.proxy.access_log)
+        self.access_log = AccessLog(config.proxy.access_log, QueryRedaction(configured_query_names(config)))
         self._counters: dict[str, RouteCounters] = {}
 
     @property
@@ -74,6 +75,8 @@ class ProxyRuntime:
         table = RouteTable.build(new_config, new_overrides)
         self.snapshot = Snapshot(new_config, table, new_overrides)
         self.access_log.enabled = new_config.proxy.access_log
+        if config is not None:
+            self.access_log.query = QueryRedaction(configured_query_names(new_config))
 
     def counters(self, route: str) -> RouteCounters:
         c = self._counters.get(route)

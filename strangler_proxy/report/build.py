@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +23,7 @@ from strangler_proxy.store.queries import (
     StoredSample,
     empty_summary,
 )
+from strangler_proxy.store.redaction import redactions_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ async def build_report(
         names = list(dict.fromkeys(keys))
     # Routes first, then GraphQL fields; alphabetical within each.
     names.sort(key=lambda k: (key_kind(k) != "route", k))
+    redaction = redactions_for(config)
     out = []
     for name in names:
         summary = summaries.get(name) or empty_summary(name)
@@ -101,5 +103,7 @@ async def build_report(
             rules_for_key(config, name),
         )
         samples = await reader.samples(name, samples_per_key, since) if summary.counts.total else []
+        # Samples stored before a query parameter was named secret are redacted now.
+        samples = [replace(s, target=redaction(name).target(s.target)) for s in samples]
         out.append(KeyReport(name, key_kind(name), summary, readiness, tuple(samples)))
     return Report(generated_at=time.time(), database=database, keys=tuple(out))

@@ -2,9 +2,10 @@
 
 The comparator already redacts (``strangler_proxy.redact``) before a result is
 emitted; the store applies the very same rules again to whatever it is about
-to write -- sample bodies, the values of differences and any headers carried
-in ``result.extra`` -- so a result that reached the writer by another way
-still never puts a secret in the database. Path matching and value redaction
+to write -- sample bodies, the values of differences, any headers carried
+in ``result.extra`` and the secret query values of the request target -- so a
+result that reached the writer by another way still never puts a secret in
+the database. Path matching and value redaction
 are the comparator's own (``rules`` / ``redact``); this module only adapts them
 to what the store holds (rendered path strings, raw bytes, nested extras).
 
@@ -14,6 +15,8 @@ to what the store holds (rendered path strings, raw bytes, nested extras).
     b'{"a":{"token":"[REDACTED]"},"b":1}'
     >>> r.matches_path("$.a.token"), r.matches_path("$.a.tokens")
     (True, False)
+    >>> r.target("/api/titles/tt1?api_key=k3y&lang=en")
+    '/api/titles/tt1?api_key=REDACTED&lang=en'
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import orjson
 
 from strangler_proxy.config import CompareConfig, StranglerConfig
 from strangler_proxy.errors import ConfigError
-from strangler_proxy.redact import OPAQUE_SAMPLE, REDACTED, redact_value
+from strangler_proxy.redact import OPAQUE_SAMPLE, REDACTED, QueryRedaction, redact_value
 from strangler_proxy.rules import Keyed, Path, compile_rules, parse_path
 from strangler_proxy.store.keys import configured_for_key
 
@@ -58,6 +61,11 @@ class Redaction:
 
     def __init__(self, config: CompareConfig | None = None) -> None:
         self.rules = compile_rules(config)
+        self.query = QueryRedaction(config.redact_query if config is not None else ())
+
+    def target(self, target: str) -> str:
+        """A request target with the values of secret query parameters replaced."""
+        return self.query.target(target)
 
     def is_secret_header(self, name: str) -> bool:
         return name.lower() in self.rules.redact_headers

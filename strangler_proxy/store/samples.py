@@ -34,7 +34,7 @@ def sample_row(r: ShadowResult, path: str, red: Redaction, limit: int) -> dict[s
         "at": r.at,
         "verdict": r.verdict.value,
         "method": r.method[:16],
-        "target": r.target[:limit] if limit else "",
+        "target": red.target(r.target)[:limit] if limit else "",  # redacted before the cut
         "legacy_status": r.legacy_status,
         "candidate_status": r.candidate_status,
         "legacy_latency_s": r.legacy_latency_s,
