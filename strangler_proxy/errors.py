@@ -7,6 +7,7 @@
     │   ├── UpstreamConnectError   refused / reset / DNS            -> 502
     │   └── UpstreamTimeout        no answer in time                 -> 504
     ├── StoreError             the state/results database failed
+    │   └── MissingDatabasesError  databases a URL names do not exist; names each, says how to create them
     ├── GraphQLGatewayError    composition or planning failed
     ├── ServiceError           an extracted service refused a request; carries status and code
     ├── DataMoveError          a backfill, verify or sync run failed; carries ``service=``
@@ -91,6 +92,22 @@ class UpstreamTimeout(UpstreamError):
 
 class StoreError(StranglerError):
     """The state or results database failed."""
+
+
+class MissingDatabasesError(StoreError):
+    """Databases named by the configured URLs do not exist on their server.
+
+    ``databases`` are their names on the server; ``commands`` are shell lines
+    that create them (empty when ``strangler db create`` can do it itself).
+
+    >>> MissingDatabasesError("no database monolith", databases=("monolith",)).databases
+    ('monolith',)
+    """
+
+    def __init__(self, message: str, *, databases: tuple[str, ...], commands: tuple[str, ...] = ()) -> None:
+        self.databases = databases
+        self.commands = commands
+        super().__init__(message)
 
 
 class GraphQLGatewayError(StranglerError):

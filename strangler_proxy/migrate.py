@@ -26,6 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from strangler_proxy import provision
 from strangler_proxy.databases import make_engine
 from strangler_proxy.errors import ConfigError, StoreError
 
@@ -113,7 +114,10 @@ async def _run(name: str, url: str, action: str, revision: str) -> None:
     except CommandError as exc:
         raise ConfigError(f"{name}: {exc}", field="revision") from exc
     except (SQLAlchemyError, OSError) as exc:
-        raise StoreError(f"migrating database {name!r} ({action} to {revision}) failed: {exc}") from exc
+        if provision.sqlstate(exc) == provision.INVALID_CATALOG_NAME:
+            raise provision.missing_error([provision.Database((database_of(name),), url)]) from exc
+        reason = provision.driver_message(exc)
+        raise StoreError(f"migrating database {name!r} ({action} to {revision}) failed: {reason}") from exc
     finally:
         await engine.dispose()
 

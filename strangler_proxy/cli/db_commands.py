@@ -1,8 +1,10 @@
-"""`strangler db upgrade|downgrade` and `strangler seed`.
+"""`strangler db create|upgrade|downgrade` and `strangler seed`.
 
 Database URLs follow :func:`strangler_proxy.databases.database_url`: the
 environment first, then ``databases:`` in strangler.yaml (when the file
-exists), then the embedded SQLite default.
+exists), then the embedded SQLite default. On PostgreSQL the databases must
+exist before they are migrated: ``db create`` (or ``--create-databases``)
+makes them, see :mod:`strangler_proxy.provision`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import make_url
 
-from strangler_proxy import migrate
+from strangler_proxy import migrate, provision
 from strangler_proxy.config import load_config
 from strangler_proxy.databases import database_url
 from strangler_proxy.errors import StranglerError
@@ -43,19 +46,74 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def databases_of(names: list[str], config: str = DEFAULT_CONFIG) -> list[provision.Database]:
+    """The databases behind migration names (``results`` lives in ``control``), once each."""
+    return provision.group({name: configured_url(migrate.database_of(name), config) for name in names})
+
+
+def ensure_databases(names: list[str], config: str, *, create: bool, quiet: bool = False) -> None:
+    """Before migrating: create the missing databases (``create``) or fail naming them all."""
+    done = asyncio.run(provision.ensure(databases_of(names, config), create_missing=create))
+    for row in done:
+        if row.status == "created" and not quiet:
+            err_console.print(f"created database {row.database.label} on {row.database.server}", highlight=False)
+
+
+CreateDatabasesOption = typer.Option(
+    False, "--create-databases", help="Create the PostgreSQL databases that do not exist yet (as `db create` does)"
+)
+
+
+def print_error(exc: StranglerError) -> None:
+    """``error: ...`` on stderr, lines never wrapped (they may be commands to copy)."""
+    err_console.print("[red]error:[/red]", Text(str(exc)), soft_wrap=True)
+
+
 def _fail(exc: StranglerError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
+    print_error(exc)
     return typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
-    db = typer.Typer(help="Database migrations of every database the project knows.", no_args_is_help=True)
+    db = typer.Typer(help="Create and migrate every database the project knows.", no_args_is_help=True)
     app.add_typer(db, name="db")
+
+    @db.command("create")
+    def create(
+        database: list[str] = typer.Option(None, "--database", "-d", help="Only this database (repeatable)"),
+        config: str = ConfigOption,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    ) -> None:
+        """Create the PostgreSQL databases that do not exist yet (SQLite needs nothing).
+
+        Without the privilege to create databases, names every missing one and
+        prints the createdb / psql commands an administrator can run.
+        """
+        try:
+            names = database or list(migrate.known_databases())
+            done = asyncio.run(provision.create(databases_of(names, config)))
+        except StranglerError as exc:
+            raise _fail(exc) from exc
+        rows = [
+            {"database": p.database.name, "names": list(p.database.names), "url": shown_url(p.database.url),
+             "status": p.status}
+            for p in done
+        ]
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        table = Table("database", "used by", "url", "status")
+        for row in rows:
+            table.add_row(row["database"], ", ".join(row["names"]), row["url"], row["status"])
+        console.print(table)
+        if not any(row["status"] == "created" for row in rows):
+            console.print("nothing to create: every database exists (SQLite files are made on first use)")
 
     @db.command("upgrade")
     def upgrade(
         database: list[str] = typer.Option(None, "--database", "-d", help="Only this database (repeatable)"),
         revision: str = typer.Option("head", help="Target revision"),
+        create_databases: bool = CreateDatabasesOption,
         config: str = ConfigOption,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
     ) -> None:
@@ -63,6 +121,7 @@ def register(app: typer.Typer) -> None:
         names = database or list(migrate.known_databases())
         done: list[dict[str, str]] = []
         try:
+            ensure_databases(names, config, create=create_databases, quiet=as_json)
             for name in names:
                 url = configured_url(migrate.database_of(name), config)
                 asyncio.run(migrate.upgrade(name, url, revision))

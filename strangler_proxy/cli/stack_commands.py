@@ -24,8 +24,11 @@ from yarl import URL
 from strangler_proxy.cli.db_commands import (
     DEFAULT_CONFIG,
     ConfigOption,
+    CreateDatabasesOption,
     configured_url,
+    ensure_databases,
     err_console,
+    print_error,
     shown_url,
 )
 from strangler_proxy.config import load_config
@@ -118,6 +121,18 @@ def monolith_component(database_url: str, *, host: str, port: int, titles: int |
         return await server.start()
 
     return Component("monolith", start, server.stop)
+
+
+def stack_databases(options: StackOptions) -> list[str]:
+    """The databases the stack migrates: the monolith's, the services', the proxy's."""
+    names = ["monolith"]
+    if options.with_services:
+        from extracted_services.common.registry import SERVICE_NAMES
+
+        names += list(SERVICE_NAMES)
+    if options.with_proxy:
+        names.append("control")
+    return names
 
 
 def stack_components(options: StackOptions) -> list[Component]:
@@ -216,6 +231,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(DEFAULT_UP_SEED, help="Seed of the generated catalogue"),
         services: bool = typer.Option(True, help="Start the extracted services and their sync workers"),
         proxy: bool = typer.Option(True, help="Start the proxy"),
+        create_databases: bool = CreateDatabasesOption,
         config: str = ConfigOption,
     ) -> None:
         """Start the whole local stack (migrated, seeded if empty) until Ctrl-C."""
@@ -231,9 +247,10 @@ def register(app: typer.Typer) -> None:
             with_proxy=proxy,
         )
         try:
+            ensure_databases(stack_databases(options), config, create=create_databases)
             components = stack_components(options)
         except StranglerError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            print_error(exc)
             raise typer.Exit(code=1) from exc
         # The terminal keeps the table of URLs; warnings go to stderr and the
         # proxy's JSON access lines to a file beside the databases.
