@@ -7,6 +7,7 @@ order a request meets it:
 - ``router``      the immutable route table (raw-path matching, precedence)
 - ``canary``      sticky percentage split by a partition key
 - ``proxy_app``   the request handler: match -> choose side -> forward -> shadow hand-off
+- ``connections`` client connections: head/idle timeouts, the connection cap, the proxy's own pages
 - ``forwarder``   the streaming upstream call (aiohttp client, hop-by-hop, X-Forwarded-*)
 - ``shadow``      bounded queue + workers mirroring requests off the hot path
 - ``comparator``  a ShadowPair in, a ShadowResult out (``lifter``, ``differ``,

@@ -37,6 +37,19 @@ DEFAULT_SHADOW_WORKERS = 32
 DEFAULT_SHADOW_TIMEOUT_S = 5.0
 DEFAULT_SHADOW_BODY_LIMIT = 1024 * 1024
 DEFAULT_BUCKET_S = 60  # width of a results-store aggregate bucket
+# Client connections (proxy.limits); see docs/proxy.md "Client limits".
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+# nginx's default, and longer than the 60 s idle timeout of the usual load
+# balancers (AWS ALB, GCP): the balancer closes an idle connection first, so it
+# never sends a request onto one the proxy is closing at that moment.
+DEFAULT_KEEPALIVE_TIMEOUT_S = 75.0
+DEFAULT_CLIENT_CONNECTIONS = 10_000
+# Apache's LimitRequestLine / LimitRequestFieldSize and aiohttp's own defaults:
+# nothing the proxy accepted before these settings existed is refused now.
+DEFAULT_MAX_LINE_SIZE = 8190
+DEFAULT_MAX_FIELD_SIZE = 8190
+DEFAULT_MAX_HEADERS = 128
+DEFAULT_SERVER_HEADER = "strangler"
 ADMIN_TOKEN_ENV = "STRANGLER_ADMIN_TOKEN"
 
 # Route names never contain a dot, so they cannot be confused with GraphQL
@@ -60,6 +73,41 @@ class Listen(_Frozen):
     port: int = Field(default=DEFAULT_PROXY_PORT, ge=0, le=65535)
 
 
+class ProxyLimits(_Frozen):
+    """What one client may hold of the proxy: the time to send a request head,
+    idle keep-alive time, open connections, head sizes; and the ``Server``
+    name on the proxy's own answers (an upstream's ``Server`` passes untouched).
+
+    Read when the proxy starts listening; a reload does not change them.
+
+        >>> ProxyLimits(header_timeout_s=2).keepalive_timeout_s
+        75.0
+    """
+
+    # A complete request head (request line + headers) must arrive within this
+    # from the connection's start, or from its first byte on a kept-alive
+    # connection; else 408 (bytes came) or a silent close (none came).
+    header_timeout_s: float = Field(default=DEFAULT_HEADER_TIMEOUT_S, gt=0, le=3600)
+    # A kept-alive connection with no request under way is closed after this.
+    keepalive_timeout_s: float = Field(default=DEFAULT_KEEPALIVE_TIMEOUT_S, gt=0, le=3600)
+    # Open client connections; past it a new one gets a 503 and is closed.
+    max_connections: int = Field(default=DEFAULT_CLIENT_CONNECTIONS, ge=1, le=1_000_000)
+    max_line_size: int = Field(default=DEFAULT_MAX_LINE_SIZE, ge=256, le=1 << 20)  # request-target; else 414
+    max_field_size: int = Field(default=DEFAULT_MAX_FIELD_SIZE, ge=256, le=1 << 20)  # name + value; else 431
+    max_headers: int = Field(default=DEFAULT_MAX_HEADERS, ge=1, le=10_000)  # header fields; else 431
+    # null: no Server header on the proxy's own answers.
+    server_header: str | None = DEFAULT_SERVER_HEADER
+
+    @field_validator("server_header")
+    @classmethod
+    def _header_value(cls, v: str | None) -> str | None:
+        # It goes verbatim into every error page's head: no line breaks, nothing invisible.
+        if v is not None and (len(v) > 200 or not re.fullmatch(r"[!-~]+(?: [!-~]+)*", v)):
+            raise ValueError(f"{v!r}: a name of visible ASCII characters and single spaces, at most 200, "
+                             "such as 'strangler'; null for no Server header")
+        return v
+
+
 class ProxySettings(_Frozen):
     listen: Listen = Listen()
     admin: Listen = Listen(port=DEFAULT_ADMIN_PORT)
@@ -69,6 +117,7 @@ class ProxySettings(_Frozen):
     access_log: bool = True
     # Where flips propagate from when several replicas share one database.
     state_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
+    limits: ProxyLimits = ProxyLimits()
 
 
 class UpstreamConfig(_Frozen):

@@ -26,7 +26,8 @@ from aiohttp import web
 from aiohttp.web_request import BaseRequest
 
 from strangler_proxy.canary import serves_target
-from strangler_proxy.config import Mode, StranglerConfig
+from strangler_proxy.config import Mode, ProxyLimits, StranglerConfig
+from strangler_proxy.connections import LimitedServer, UpstreamAnswer, check_open_files
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.exchange import Exchange, Side
 from strangler_proxy.forwarder import (
@@ -57,7 +58,7 @@ GRAPHQL_ROUTE = "graphql"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class _Quiet:
+class _Quiet(UpstreamAnswer):
     """Keep aiohttp from adding ``Server``/``Content-Type`` the upstream did not
     send (``Date`` is still added when missing, as RFC 9110 §6.6.1 asks)."""
 
@@ -423,16 +424,19 @@ class ProxyHandler:
             yield chunk
 
 
-class ProxyServer(web.Server):
-    """aiohttp's low-level server running :class:`ProxyHandler`; owns its pools."""
+class ProxyServer(LimitedServer):
+    """aiohttp's low-level server running :class:`ProxyHandler`; owns its pools.
 
-    def __init__(self, handler: ProxyHandler, **kwargs: Any) -> None:
+    Its client connections obey ``proxy.limits`` (see connections.py).
+    """
+
+    def __init__(self, handler: ProxyHandler, limits: ProxyLimits | None = None, **kwargs: Any) -> None:
         # handler_cancellation: a client that disconnects cancels its handler, which
         # closes the upstream request/response instead of finishing it for nobody.
         # access_log=None: the proxy writes its own JSON line (accesslog.py);
         # aiohttp's text line would repeat it at a cost on every request.
         kwargs.setdefault("access_log", None)
-        super().__init__(handler, handler_cancellation=True, **kwargs)
+        super().__init__(handler, limits or ProxyLimits(), handler_cancellation=True, **kwargs)
         self.proxy = handler
 
 
@@ -448,21 +452,28 @@ class ProxyRunner(web.ServerRunner):
 
 
 def build_proxy_app(
-    runtime: ProxyRuntime, shadow: ShadowDispatcher, graphql: GraphQLGateway | None = None
+    runtime: ProxyRuntime, shadow: ShadowDispatcher, graphql: GraphQLGateway | None = None,
+    limits: ProxyLimits | None = None,
 ) -> ProxyServer:
-    """The proxy as a low-level aiohttp server (run it with :class:`ProxyRunner`)."""
-    return ProxyServer(ProxyHandler(runtime, shadow, graphql))
+    """The proxy as a low-level aiohttp server (run it with :class:`ProxyRunner`);
+    ``limits`` default to the runtime config's ``proxy.limits``."""
+    return ProxyServer(ProxyHandler(runtime, shadow, graphql), limits or runtime.config.proxy.limits)
 
 
 async def start_proxy(
-    runtime: ProxyRuntime, shadow: ShadowDispatcher, host: str, port: int, graphql: GraphQLGateway | None = None
+    runtime: ProxyRuntime, shadow: ShadowDispatcher, host: str, port: int, graphql: GraphQLGateway | None = None,
+    limits: ProxyLimits | None = None,
 ) -> tuple[ProxyRunner, int]:
     """Listen on host:port (0 = any free port); returns the runner and the bound port.
 
-    ``await runner.cleanup()`` stops listening and closes the upstream pools;
-    the shadow dispatcher is started/stopped by its owner.
+    ``limits`` (default: the runtime config's ``proxy.limits``) bound what each
+    client connection may hold. ``await runner.cleanup()`` stops listening and
+    closes the upstream pools; the shadow dispatcher is started/stopped by its owner.
     """
-    runner = ProxyRunner(build_proxy_app(runtime, shadow, graphql), access_log=None)
+    config = runtime.config
+    limits = limits or config.proxy.limits
+    check_open_files(limits, sum(u.max_connections for u in config.upstreams.values()))
+    runner = ProxyRunner(build_proxy_app(runtime, shadow, graphql, limits), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -207,6 +207,7 @@ class ProxyServer:
             self.host,
             config.proxy.listen.port if self._port is None else self._port,
             graphql=self.graphql,
+            limits=config.proxy.limits,  # read once: a reload does not change them
         )
         stack.push_async_callback(runner.cleanup)
         self._handler = runner.proxy_server.proxy
