@@ -209,8 +209,11 @@ async def _flip(request: web.Request) -> web.Response:
     if unknown:
         return _error(400, "bad_request", f"unknown key {unknown} in the body (allowed: {', '.join(FLIP_KEYS)})")
     percent = body.get("percent")
-    if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int | float)):
-        return _error(400, "bad_request", f'"percent" must be a number 0..100, got {percent!r}')
+    if percent is not None and (
+        isinstance(percent, bool) or not isinstance(percent, int | float)
+        or (isinstance(percent, float) and not percent.is_integer())
+    ):
+        return _error(400, "bad_request", f'"percent" must be a whole number 0..100 (as in the file), got {percent!r}')
     reason = body.get("reason") or ""
     if not isinstance(reason, str):
         return _error(400, "bad_request", '"reason" must be text')

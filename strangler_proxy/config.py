@@ -214,7 +214,7 @@ class ReadinessConfig(_Frozen):
 class PromotionConfig(_Frozen):
     """Progressive promotion: step the canary percent up while ready."""
 
-    steps: tuple[float, ...] = (1, 5, 25, 50, 100)
+    steps: tuple[int, ...] = (1, 5, 25, 50, 100)
     interval_s: float = Field(default=600, gt=0)
 
 
@@ -230,7 +230,7 @@ class RouteConfig(_Frozen):
     target: str | None = None
     rewrite: str | None = None  # target path template, e.g. /v1/ratings/{id}
     mode: Mode = Mode.LEGACY
-    percent: float = Field(default=0, ge=0, le=100)
+    percent: int = Field(default=0, ge=0, le=100)  # whole percents, as the flip takes them
     partition_key: str | None = None  # path:id, header:X-Customer-Id, query:q, cookie:sid
     fallback: bool = False  # safe methods fall back to legacy when the target fails
     reverse_shadow: bool = False  # in extracted, mirror to legacy and compare
@@ -312,7 +312,7 @@ class GraphQLBackend(_Frozen):
 class FieldConfig(_Frozen):
     target: str  # backend name
     mode: Mode = Mode.LEGACY
-    percent: float = Field(default=0, ge=0, le=100)
+    percent: int = Field(default=0, ge=0, le=100)  # whole percents, as the flip takes them
     partition_key: str | None = None  # key:id (entity key), arg:id, header:X-Customer-Id
     reverse_shadow: bool = False
     sample_rate: float = Field(default=1.0, ge=0, le=1)

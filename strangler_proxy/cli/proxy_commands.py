@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
     def flip(
         route: str = typer.Argument(..., help="route name, or a GraphQL field Type.field"),
         mode: str = typer.Argument(..., help="legacy, shadow, canary or extracted"),
-        percent: float | None = typer.Option(None, "--percent", "-p", help="canary percent 0..100"),
+        percent: int | None = typer.Option(None, "--percent", "-p", min=0, max=100, help="canary percent, 0..100"),
         reason: str = typer.Option("", "--reason", "-r", help="why (kept in the audit log)"),
         config: str = ConfigOpt, admin_url: str | None = AdminUrlOpt, token: str | None = TokenOpt,
         as_json: bool = JsonOpt,

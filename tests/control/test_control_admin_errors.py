@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from strangler_proxy.admin import AdminContext, start_admin
+from strangler_proxy.errors import ConfigError
 from strangler_proxy.flips import FlipService
 
 from .conftest import ADMIN_TOKEN, make_config
@@ -125,9 +126,11 @@ async def test_a_percent_that_is_not_a_number_is_refused(admin, percent) -> None
     assert r.status_code == 400 and "percent" in r.json()["error"]["message"]
 
 
-async def test_a_fractional_percent_is_accepted_as_the_file_accepts_it(admin) -> None:  # type: ignore[no-untyped-def]
-    # strangler.yaml takes `percent: 0.5` (a half-percent canary); a flip must be able to set the same.
+async def test_a_fractional_percent_is_refused_as_the_file_refuses_it(admin) -> None:  # type: ignore[no-untyped-def]
+    # strangler.yaml takes whole percents only; a flip refuses what the file would refuse.
     r = await admin.post("/routes/ratings/flip", headers=AUTH, json={"mode": "canary", "percent": 0.5})
-    assert r.status_code == 200, r.text
-    assert r.json()["to"] == {"mode": "canary", "percent": 0.5}
-    assert make_config(ratings_mode="canary", ratings_percent=0.5).route("ratings").percent == 0.5  # type: ignore[union-attr]
+    assert r.status_code == 400 and "percent" in r.json()["error"]["message"]
+    r = await admin.post("/routes/ratings/flip", headers=AUTH, json={"mode": "canary", "percent": 25.0})
+    assert r.status_code == 200 and r.json()["to"] == {"mode": "canary", "percent": 25.0}
+    with pytest.raises(ConfigError, match="fractional"):
+        make_config(ratings_mode="canary", ratings_percent=0.5)

@@ -56,10 +56,10 @@ async def make_proxy(legacy: RawUpstream, target: RawUpstream) -> AsyncIterator[
     made: list[Proxy] = []
 
     async def make(routes: str = "[]", *, shadow: str = "{}", target_port: int | None = None,
-                   upstream_extra: str = "") -> Proxy:
+                   upstream_extra: str = "", legacy_timeout_s: float = 2) -> Proxy:
         config = load_config_text(f"""
 upstreams:
-  legacy: {{url: "http://127.0.0.1:{legacy.port}", timeout_s: 2 {upstream_extra}}}
+  legacy: {{url: "http://127.0.0.1:{legacy.port}", timeout_s: {legacy_timeout_s} {upstream_extra}}}
   target: {{url: "http://127.0.0.1:{target_port or target.port}", timeout_s: 2, connect_timeout_s: 1}}
 shadow: {shadow}
 routes: {routes}

@@ -79,7 +79,7 @@ async def test_legacy_refused_is_502_problem(make_proxy: MakeProxy, legacy: RawU
 
 
 async def test_legacy_timeout_is_504_problem(make_proxy: MakeProxy) -> None:
-    proxy = await make_proxy(upstream_extra=", timeout_s: 0.3")
+    proxy = await make_proxy(legacy_timeout_s=0.3)
     resp = await get(proxy, "/_slow?s=2")
     assert resp.status == 504 and resp.json()["upstream"] == "legacy"
     assert proxy.runtime.route_counters()["_default"]["errors"] == 1
