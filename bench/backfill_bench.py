@@ -23,10 +23,12 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from extracted_services.common.backfill import backfill, verify
+from extracted_services.common.migrations import service_migrations
 from extracted_services.common.registry import service_spec
 from legacy_monolith import models
+from legacy_monolith.migrations import MIGRATIONS as MONOLITH_MIGRATIONS
 from strangler_proxy.databases import make_engine
+from strangler_proxy.datamove.backfill import backfill, verify
 from strangler_proxy.migrate import upgrade
 
 DEFAULT_VOTES = 200_000
@@ -36,7 +38,7 @@ EPOCH = datetime(2020, 1, 1)
 
 
 async def seed(url: str, votes: int) -> None:
-    await upgrade("monolith", url)
+    await upgrade(MONOLITH_MIGRATIONS, url)
     rng = random.Random(1)
     n_titles = max(1, votes // VOTES_PER_TITLE)
     engine = make_engine(url)
@@ -70,14 +72,14 @@ async def main(votes: int, batch_size: int) -> int:
         t0 = time.perf_counter()
         await seed(mono_url, votes)
         print(f"seeded {votes:,} votes in {time.perf_counter() - t0:.1f}s")
-        await upgrade("ratings", svc_url)
+        await upgrade(service_migrations("ratings"), svc_url)
         spec = service_spec("ratings")
         src, dst = make_engine(mono_url), make_engine(svc_url)
         try:
-            reports = await backfill(spec.backfill, src, dst, batch_size=batch_size)
+            reports = await backfill(spec.datamove.backfill, src, dst, batch_size=batch_size)
             for r in reports:
                 print(f"{r.table:>8}: {r.rows:>9,} rows in {r.seconds:6.2f}s = {r.rows_per_second:>9,.0f} rows/s")
-            checks = await verify(spec.backfill, src, dst)
+            checks = await verify(spec.datamove.backfill, src, dst)
         finally:
             await src.dispose()
             await dst.dispose()

@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
-from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.exchange import Exchange, ShadowPair
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.comparator import DiffComparator
+from strangler_proxy.diff.exchange import Exchange, ShadowPair
+from strangler_proxy.diff.result import Verdict
 
 TARGET_PER_S_1KB = 20_000
 JSON_HEADERS = (("Content-Type", "application/json; charset=utf-8"), ("Content-Length", "0"))

@@ -142,8 +142,8 @@ async def serve_backend(name: str, db_url: str, port: int) -> None:
 async def serve_gateway(ports: dict[str, int], port: int, mode: str) -> None:
     from aiohttp import web
 
-    from strangler_proxy.comparator import DiffComparator
     from strangler_proxy.config import load_config_text
+    from strangler_proxy.diff.comparator import DiffComparator
     from strangler_proxy.graphql import GraphQLGateway
 
     cfg = load_config_text(graphql_yaml(ports, mode))

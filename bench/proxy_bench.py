@@ -125,7 +125,7 @@ def serve_proxy(port: int, legacy: int, candidate: int, mode: str, log_path: str
     import uvloop
 
     sys.path.insert(0, str(ROOT))
-    from strangler_proxy.accesslog import write_access_log_to
+    from strangler_proxy.dataplane.accesslog import write_access_log_to
     from strangler_proxy.server import ProxyServer
 
     # A realistic table: a few specific routes, and the benchmark's path either

@@ -28,7 +28,7 @@ import asyncpg
 from strangler_proxy import migrate
 from strangler_proxy.config import StoreSettings
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Difference, DiffKind, ShadowResult, Verdict
+from strangler_proxy.diff.result import Difference, DiffKind, ShadowResult, Verdict
 from strangler_proxy.store import ResultWriter
 
 MIN_SQLITE_RATE = 5_000  # results per second
@@ -77,7 +77,7 @@ def make_results(n: int, seed: int = 1) -> list[ShadowResult]:
 async def run_writer(url: str, results: list[ShadowResult]) -> tuple[float, dict[str, int]]:
     """Feed results as the shadow path would (in slices, yielding to the
     loop) and time until everything is committed."""
-    await migrate.upgrade("results", url)
+    await migrate.upgrade(migrate.RESULTS, url)
     engine = make_engine(url)
     writer = ResultWriter(engine, StoreSettings(), max_buffer=len(results) + 1)
     await writer.start()

@@ -20,12 +20,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from extracted_services.common.backfill import backfill, verify
+from extracted_services.common.migrations import service_migrations
 from extracted_services.common.registry import service_spec
-from extracted_services.common.sync import SyncWorker
 from legacy_monolith.app import create_app as create_monolith
+from legacy_monolith.migrations import MIGRATIONS as MONOLITH_MIGRATIONS
 from legacy_monolith.seed import SeedPlan, load
 from strangler_proxy.databases import make_engine
+from strangler_proxy.datamove.backfill import backfill, verify
+from strangler_proxy.datamove.sync import SyncWorker
 from strangler_proxy.migrate import upgrade
 
 TARGET_P99_S = 1.0
@@ -51,22 +53,22 @@ async def main(rate: float, seconds: float) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         mono_url = f"sqlite+aiosqlite:///{Path(tmp) / 'monolith.sqlite3'}"
         svc_url = f"sqlite+aiosqlite:///{Path(tmp) / 'ratings.sqlite3'}"
-        await upgrade("monolith", mono_url)
+        await upgrade(MONOLITH_MIGRATIONS, mono_url)
         seed_engine = make_engine(mono_url)
         async with seed_engine.begin() as conn:
             await load(conn, SeedPlan(titles=SEED_TITLES))
         await seed_engine.dispose()
-        await upgrade("ratings", svc_url)
+        await upgrade(service_migrations("ratings"), svc_url)
         spec = service_spec("ratings")
         src, dst = make_engine(mono_url), make_engine(svc_url)
-        await backfill(spec.backfill, src, dst)
+        await backfill(spec.datamove.backfill, src, dst)
 
         runner = web.AppRunner(create_monolith(mono_url), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        worker = SyncWorker("ratings", spec.streams[0], src, dst)
+        worker = SyncWorker("ratings", spec.datamove.streams[0], src, dst)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         try:
@@ -75,7 +77,7 @@ async def main(rate: float, seconds: float) -> int:
             stop.set()
             await task
             await worker.drain()
-            ok = all(c.ok for c in await verify(spec.backfill, src, dst))
+            ok = all(c.ok for c in await verify(spec.datamove.backfill, src, dst))
         finally:
             await runner.cleanup()
             await src.dispose()

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from legacy_monolith import models
+from legacy_monolith.migrations import MIGRATIONS
 from legacy_monolith.seed_words import (
     ADJECTIVES,
     CHARACTER_NAMES,
@@ -327,7 +328,7 @@ async def seed_database(
     A catalogue that already has titles is left alone when ``if_empty`` (the
     answer is None), replaced when ``replace``, and otherwise refused.
     """
-    await migrate.upgrade("monolith", url)
+    await migrate.upgrade(MIGRATIONS, url)
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:

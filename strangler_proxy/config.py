@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from strangler_proxy.errors import ConfigError, ConfigErrors
+from strangler_proxy.jsonpath import parse_path
 
 # ---------------------------------------------------------------- defaults
 DEFAULT_PROXY_PORT = 8080
@@ -165,12 +166,12 @@ class CompareConfig(_Frozen):
     @model_validator(mode="after")
     def _patterns_compile(self) -> CompareConfig:
         # Bad JSON paths are refused when the file loads, not at the first compare.
-        from strangler_proxy.rules import validate_rules  # rules imports this module
-
-        try:
-            validate_rules(self)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from exc
+        for texts in (self.ignore, self.unordered, self.list_keys, self.normalise, self.redact_paths):
+            for text in texts:
+                try:
+                    parse_path(text)
+                except ConfigError as exc:
+                    raise ValueError(exc.message) from exc
         return self
 
     def merged(self, over: CompareConfig | None) -> CompareConfig:
@@ -368,6 +369,62 @@ class StoreSettings(_Frozen):
     bucket_s: int = Field(default=DEFAULT_BUCKET_S, ge=1)
 
 
+_OBJECT_REF_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _object_ref(v: str | None) -> str | None:
+    if v is not None and not _OBJECT_REF_RE.match(v):
+        raise ValueError(f"{v!r}: name a Python object as module:attribute, e.g. my_monolith.stack:APP")
+    return v
+
+
+# Databases the toolkit itself owns: no app of the stack may take these names.
+RESERVED_DATABASES = frozenset({"control", "results"})
+
+
+class StackApp(_Frozen):
+    """One program ``strangler up`` starts before the proxy (docs/config.md "stack")."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")  # also the name of its database
+    app: str | None = None  # module:attribute of a strangler_proxy.stack.AppSpec
+    command: tuple[str, ...] | None = None  # ... or any program; {host} and {port} are filled in
+    upstream: str | None = None  # it listens where this upstream points (default: the one of its name)
+    health: str = "/healthz"  # a command is up once this path answers 2xx
+
+    @field_validator("app")
+    @classmethod
+    def _app_ref(cls, v: str | None) -> str | None:
+        return _object_ref(v)
+
+    @field_validator("health")
+    @classmethod
+    def _health(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be a path starting with /")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StackApp:
+        if (self.app is None) == (self.command is None):
+            raise ValueError("give exactly one of app (a Python AppSpec) or command (a program)")
+        if self.command is not None and not self.command:
+            raise ValueError("command must name a program")
+        return self
+
+
+class StackConfig(_Frozen):
+    """What ``strangler up``/``service``/``backfill``/``sync``/``seed``/``db`` and
+    ``traffic`` run: the toolkit knows the apps only through this section."""
+
+    apps: tuple[StackApp, ...] = ()
+    traffic: str | None = None  # module:attribute of a strangler_proxy.stack.traffic.PlanFactory
+
+    @field_validator("traffic")
+    @classmethod
+    def _traffic_ref(cls, v: str | None) -> str | None:
+        return _object_ref(v)
+
+
 class StranglerConfig(_Frozen):
     version: Literal[1] = 1
     proxy: ProxySettings = ProxySettings()
@@ -380,6 +437,7 @@ class StranglerConfig(_Frozen):
     readiness: ReadinessConfig = ReadinessConfig()
     routes: tuple[RouteConfig, ...] = ()
     graphql: GraphQLConfig = GraphQLConfig()
+    stack: StackConfig = StackConfig()
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> StranglerConfig:
@@ -417,7 +475,20 @@ class StranglerConfig(_Frozen):
                         f"{f.target!r} is not a graphql backend (known: {sorted(self.graphql.backends)})",
                     )
                 )
+        names: set[str] = set()
+        for i, a in enumerate(self.stack.apps):
+            if a.name in names or a.name in RESERVED_DATABASES:
+                problems.append((("stack", "apps", i, "name"), f"{a.name!r} is used by an earlier app or the toolkit"))
+            names.add(a.name)
+            if a.upstream is not None and a.upstream not in self.upstreams:
+                problems.append((("stack", "apps", i, "upstream"), f"{a.upstream!r} is not an upstream (known: {known})"))
+            elif a.command is not None and self.stack_upstream(a) is None:
+                problems.append((("stack", "apps", i, "upstream"), "a command needs an upstream: where it listens"))
         return problems
+
+    def stack_upstream(self, app: StackApp) -> UpstreamConfig | None:
+        """The upstream whose URL says where ``app`` listens (its own, else the one of its name)."""
+        return self.upstreams.get(app.upstream or app.name)
 
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)

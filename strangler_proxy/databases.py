@@ -23,8 +23,6 @@ from sqlalchemy import Dialect, Select, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
-DATABASE_NAMES = ("monolith", "control", "ratings", "credits", "images")
-
 # Constraint names every strangler-owned schema uses, so alembic and
 # create_all name constraints the same way on SQLite and PostgreSQL.
 NAMING_CONVENTION = {

@@ -9,7 +9,7 @@
     ├── StoreError             the state/results database failed
     │   └── MissingDatabasesError  databases a URL names do not exist; names each, says how to create them
     ├── GraphQLGatewayError    composition or planning failed
-    ├── ServiceError           an extracted service refused a request; carries status and code
+    │   └── BackendSDLUnavailable  a backend gave no SDL yet (down, slow): the gateway can wait
     ├── DataMoveError          a backfill, verify or sync run failed; carries ``service=``
     └── NoiseModelError        a saved learned-noise model cannot be read (relearn)
 
@@ -114,18 +114,10 @@ class GraphQLGatewayError(StranglerError):
     """Schema composition or query planning failed."""
 
 
-class ServiceError(StranglerError):
-    """An extracted service refused a request (answered as JSON with ``status``).
+class BackendSDLUnavailable(GraphQLGatewayError):
+    """A backend gave no SDL (down, slow, not a subgraph): unlike a conflict, this can pass."""
 
-    >>> ServiceError(404, "not_found", "no title tt9").status
-    404
-    """
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        super().__init__(f"{status} {code}: {message}")
 
 
 class DataMoveError(StranglerError):

@@ -4,7 +4,7 @@ Diagnostics (every logger but the access log) go to stderr as text lines.
 The access log (``strangler.access``) is one JSON object per line with
 nothing around it, so it can be shipped as is: to stdout (``"-"``), to a file,
 or nowhere (``None``). It is written through
-:class:`~strangler_proxy.accesslog.BufferedLineHandler`, which costs the
+:class:`~strangler_proxy.dataplane.accesslog.BufferedLineHandler`, which costs the
 request path one deque append.
 
     configure_logging(access_log="-")              # strangler proxy
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from strangler_proxy.accesslog import ACCESS_LOGGER, BufferedLineHandler, write_access_log_to
+from strangler_proxy.dataplane.accesslog import ACCESS_LOGGER, BufferedLineHandler, write_access_log_to
 
 DIAGNOSTIC_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of the proxy, on a dedicated registry per runtime.
 
-Each :class:`~strangler_proxy.runtime.ProxyRuntime` owns one
+Each :class:`~strangler_proxy.dataplane.runtime.ProxyRuntime` owns one
 :class:`ProxyMetrics` (and so one ``CollectorRegistry``): two proxies in one
 process (tests) never share or collide, and nothing lands on the global
 default registry. The admin API serves ``runtime.registry``.

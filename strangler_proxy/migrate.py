@@ -1,17 +1,20 @@
-"""The migration registry: every database the project knows, and how to move it.
+"""Migrations: one alembic environment per database, handed over explicitly.
 
-Each database has an async alembic environment under ``migrations/<name>/``
-and its own version table (``alembic_version_<name>``), so several
-environments can share one PostgreSQL database. The URL is handed to the
-environment programmatically -- ``config.attributes["url"]`` and an open
+Each database has an async alembic environment (a folder with ``env.py`` and
+``versions/``) and its own version table (``alembic_version_<name>``), so
+several environments can share one PostgreSQL database. The URL is handed to
+the environment programmatically -- ``config.attributes["url"]`` and an open
 ``config.attributes["connection"]`` -- never through an alembic.ini.
 
-    >>> "monolith" in known_databases()
-    True
-    >>> MIGRATIONS["monolith"].version_table
-    'alembic_version_monolith'
+The toolkit owns two environments, :data:`CONTROL` (flips, audit) and
+:data:`RESULTS` (the results store, in the control database). An app of the
+stack brings its own (``AppSpec.migrations``); ``strangler db upgrade`` walks
+both (see ``strangler_proxy/stack/registry.py``).
 
-To register a database, add one line to :data:`MIGRATIONS`.
+    >>> RESULTS.version_table, RESULTS.database
+    ('alembic_version_results', 'control')
+    >>> migration_env("orders", Path("/srv/orders/migrations")).directory.name
+    'migrations'
 """
 
 from __future__ import annotations
@@ -43,46 +46,21 @@ class MigrationEnv:
     database: str  # the database it migrates (several environments may share one)
 
 
-def _env(name: str, database: str | None = None) -> MigrationEnv:
-    return MigrationEnv(
-        name=name,
-        directory=MIGRATIONS_ROOT / name,
-        version_table=f"alembic_version_{name}",
-        database=database or name,
-    )
+def migration_env(name: str, directory: Path, *, database: str | None = None) -> MigrationEnv:
+    """The environment ``name`` in ``directory``, tracked in ``alembic_version_<name>``."""
+    return MigrationEnv(name=name, directory=directory, version_table=f"alembic_version_{name}",
+                        database=database or name)
 
 
-# name -> environment. One line per environment; later issues append theirs.
-MIGRATIONS: dict[str, MigrationEnv] = {
-    "monolith": _env("monolith"),
-    "control": _env("control"),
-    "results": _env("results", database="control"),  # the results store shares the control database
-    "ratings": _env("ratings"),
-    "credits": _env("credits"),
-    "images": _env("images"),
-}
+CONTROL = migration_env("control", MIGRATIONS_ROOT / "control")
+RESULTS = migration_env("results", MIGRATIONS_ROOT / "results", database="control")  # shares the control database
+TOOLKIT_MIGRATIONS: tuple[MigrationEnv, ...] = (CONTROL, RESULTS)
 
 
-def known_databases() -> tuple[str, ...]:
-    """Names of every migration environment, in registry order."""
-    return tuple(MIGRATIONS)
-
-
-def database_of(name: str) -> str:
-    """The database environment ``name`` migrates (``results`` -> ``control``)."""
-    return _lookup(name).database
-
-
-def _lookup(name: str) -> MigrationEnv:
-    env = MIGRATIONS.get(name)
-    if env is None:
-        raise ConfigError(f"unknown database {name!r}; known: {', '.join(known_databases())}", field="database")
-    return env
-
-
-def alembic_config(name: str, url: str) -> Config:
-    """An alembic Config for database ``name`` at ``url`` (no ini file)."""
-    env = _lookup(name)
+def alembic_config(env: MigrationEnv, url: str) -> Config:
+    """An alembic Config for ``env`` at ``url`` (no ini file)."""
+    if not (env.directory / "env.py").is_file():
+        raise ConfigError(f"migrations of {env.name!r}: no env.py in {env.directory}", field="migrations")
     cfg = Config()
     cfg.set_main_option("script_location", str(env.directory))
     cfg.attributes["url"] = url
@@ -90,13 +68,14 @@ def alembic_config(name: str, url: str) -> Config:
     return cfg
 
 
-def head_revision(name: str) -> str | None:
-    """The newest revision of database ``name``'s migrations."""
-    return ScriptDirectory.from_config(alembic_config(name, "sqlite://")).get_current_head()
+def head_revision(env: MigrationEnv) -> str | None:
+    """The newest revision of ``env``'s migrations."""
+    return ScriptDirectory.from_config(alembic_config(env, "sqlite://")).get_current_head()
 
 
-async def _run(name: str, url: str, action: str, revision: str) -> None:
-    cfg = alembic_config(name, url)
+async def _run(env: MigrationEnv, url: str, action: str, revision: str) -> None:
+    name = env.name
+    cfg = alembic_config(env, url)
 
     def run_on(connection: Connection) -> None:
         # env.py sees the open connection and migrates on it, inside our loop.
@@ -115,18 +94,18 @@ async def _run(name: str, url: str, action: str, revision: str) -> None:
         raise ConfigError(f"{name}: {exc}", field="revision") from exc
     except (SQLAlchemyError, OSError) as exc:
         if provision.sqlstate(exc) == provision.INVALID_CATALOG_NAME:
-            raise provision.missing_error([provision.Database((database_of(name),), url)]) from exc
+            raise provision.missing_error([provision.Database((env.database,), url)]) from exc
         reason = provision.driver_message(exc)
         raise StoreError(f"migrating database {name!r} ({action} to {revision}) failed: {reason}") from exc
     finally:
         await engine.dispose()
 
 
-async def upgrade(name: str, url: str, revision: str = "head") -> None:
-    """Bring database ``name`` at ``url`` up to ``revision`` (default: the newest)."""
-    await _run(name, url, "upgrade", revision)
+async def upgrade(env: MigrationEnv, url: str, revision: str = "head") -> None:
+    """Bring ``env``'s database at ``url`` up to ``revision`` (default: the newest)."""
+    await _run(env, url, "upgrade", revision)
 
 
-async def downgrade(name: str, url: str, revision: str) -> None:
-    """Take database ``name`` at ``url`` down to ``revision`` (``base``: empty)."""
-    await _run(name, url, "downgrade", revision)
+async def downgrade(env: MigrationEnv, url: str, revision: str) -> None:
+    """Take ``env``'s database at ``url`` down to ``revision`` (``base``: empty)."""
+    await _run(env, url, "downgrade", revision)

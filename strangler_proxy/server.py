@@ -33,26 +33,25 @@ from typing import Any
 import aiohttp
 
 from strangler_proxy import migrate
-from strangler_proxy.admin import AdminContext, start_admin
-from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig, StranglerConfig, load_config
+from strangler_proxy.control.admin import AdminContext, start_admin
+from strangler_proxy.control.flips import FlipService
+from strangler_proxy.control.guardrails import Guardrails
+from strangler_proxy.control.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
+from strangler_proxy.control.state_store import StateStore
 from strangler_proxy.databases import make_engine
-from strangler_proxy.errors import GraphQLGatewayError
-from strangler_proxy.flips import FlipService
-from strangler_proxy.graphql.compose import BackendSDLUnavailable
+from strangler_proxy.dataplane.handler import ProxyHandler, start_proxy
+from strangler_proxy.dataplane.runtime import ProxyRuntime
+from strangler_proxy.dataplane.shadow import ShadowDispatcher
+from strangler_proxy.diff.comparator import Comparator, DiffComparator
+from strangler_proxy.diff.noise import NoiseModel
+from strangler_proxy.diff.redaction import redactions_for
+from strangler_proxy.diff.result import ResultListener
+from strangler_proxy.errors import BackendSDLUnavailable, GraphQLGatewayError
 from strangler_proxy.graphql.gateway import GraphQLGateway
 from strangler_proxy.graphql.ownership import Ownership
-from strangler_proxy.guardrails import Guardrails
-from strangler_proxy.noise import NoiseModel
-from strangler_proxy.proxy_app import ProxyHandler, start_proxy
-from strangler_proxy.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
-from strangler_proxy.result import ResultListener
-from strangler_proxy.router import RouteState
-from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.shadow import Comparator, ShadowDispatcher
-from strangler_proxy.state_store import StateStore
+from strangler_proxy.routing.router import RouteState
 from strangler_proxy.store import ResultWriter
-from strangler_proxy.store.redaction import redactions_for
 
 log = logging.getLogger("strangler.server")
 
@@ -77,7 +76,7 @@ def comparator_for(config: StranglerConfig) -> Comparator:
 async def result_listeners(config: StranglerConfig, stack: AsyncExitStack, url: str) -> list[ResultListener]:
     """Listeners that receive every result; register their cleanup on ``stack``.
     ``url`` is the control database (results share it with flips)."""
-    await migrate.upgrade("results", url)
+    await migrate.upgrade(migrate.RESULTS, url)
     writer = ResultWriter(make_engine(url), config.store, redaction=redactions_for(config), owns_engine=True)
     await writer.start()
     stack.push_async_callback(writer.close)
@@ -210,7 +209,9 @@ class ProxyServer:
             limits=config.proxy.limits,  # read once: a reload does not change them
         )
         stack.push_async_callback(runner.cleanup)
-        self._handler = runner.proxy_server.proxy
+        handler = runner.proxy_server.handler
+        assert isinstance(handler, ProxyHandler)
+        self._handler = handler
         log.info("proxy on %s, admin API on %s, flips in %s", self.url, self.admin_url, self.store.url)
 
     async def _start_graphql(self, config: StranglerConfig, stack: AsyncExitStack) -> GraphQLGateway | None:

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Float, Integer, bindparam, column, select, table
 
 from legacy_monolith import catalogue
+from legacy_monolith.migrations import MIGRATIONS
 from legacy_monolith.seed import SeedPlan, load
 from strangler_proxy import migrate
 from strangler_proxy.databases import IDS_PARAM, _plain_sql, make_engine, rows_by_ids
@@ -24,7 +25,7 @@ STATEMENTS = {
 @pytest.fixture
 async def monolith(tmp_path: Path):  # type: ignore[no-untyped-def]
     url = f"sqlite+aiosqlite:///{tmp_path / 'monolith.sqlite3'}"
-    await migrate.upgrade("monolith", url)
+    await migrate.upgrade(MIGRATIONS, url)
     engine = make_engine(url)
     async with engine.begin() as conn:
         await load(conn, SeedPlan(titles=30, seed=3))

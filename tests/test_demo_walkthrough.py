@@ -21,12 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from strangler_proxy.cli.stack_commands import StackOptions, run_stack, stack_components
+from legacy_monolith.traffic_plan import Catalogue, TrafficPlan
+from strangler_proxy.cli.stack_commands import up_components
 from strangler_proxy.config import load_config
 from strangler_proxy.databases import make_engine
 from strangler_proxy.report.build import build_report
 from strangler_proxy.report.json_report import report_to_json
-from strangler_proxy.traffic import Catalogue, TrafficOptions, TrafficPlan, TrafficSummary, run_traffic
+from strangler_proxy.stack.components import StackOptions, run_stack
+from strangler_proxy.stack.traffic import TrafficOptions, TrafficSummary, run_traffic
 
 REPO = Path(__file__).resolve().parents[1]
 TITLES = 200
@@ -93,8 +95,8 @@ async def stack(tmp_path: Path, data_dir: str, monkeypatch: pytest.MonkeyPatch) 
     config, ports = _demo_config(tmp_path)
     stop = asyncio.Event()
     ready: list[list[tuple[str, str]]] = []
-    options = StackOptions(config=str(config), titles=TITLES, seed=42)
-    task = asyncio.create_task(run_stack(stack_components(options), stop, ready.append))
+    options = StackOptions(size=TITLES, seed=42)
+    task = asyncio.create_task(run_stack(up_components(str(config), options), stop, ready.append))
     try:
         for _ in range(400):
             if ready or task.done():

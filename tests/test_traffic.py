@@ -19,16 +19,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner
 
+from legacy_monolith.traffic_plan import EXPECTED_STATUSES, Catalogue, Kind, TrafficPlan, discover_titles
 from strangler_proxy.cli import traffic_commands
-from strangler_proxy.traffic import (
-    EXPECTED_STATUSES,
-    Catalogue,
-    Kind,
-    TrafficOptions,
-    TrafficPlan,
-    discover_titles,
-    run_traffic,
-)
+from strangler_proxy.stack.traffic import TrafficOptions, run_traffic
 
 TITLES = 50
 

@@ -1,8 +1,8 @@
-"""Which services exist and how each one's data moves.
+"""The demo's services by name, for its own tests and benchmarks.
 
-Each service package has a ``spec`` module exposing ``SPEC``: its app
-factory, its backfill plan and its sync streams. The CLI and ``strangler up``
-look services up here by name.
+The toolkit does not use this: ``strangler up`` and the CLI find the services
+through ``stack.apps`` in strangler.yaml. Each service package has a ``spec``
+module exposing ``APP`` (its :class:`~strangler_proxy.stack.apps.AppSpec`).
 
     >>> service_spec("ratings").default_port
     8101
@@ -11,43 +11,14 @@ look services up here by name.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from aiohttp import web
-
-from extracted_services.common.backfill import BackfillPlan
-from extracted_services.common.sync import Stream
-from strangler_proxy.errors import ConfigError
+from strangler_proxy.stack.apps import AppSpec
 
 SERVICE_NAMES = ("ratings", "credits", "images")
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """One extracted service: how to run it and how its data moves."""
-
-    name: str
-    default_port: int
-    create_app: Callable[[str], web.Application]  # database URL -> app
-    backfill: BackfillPlan
-    # outboxes -> service, the monolith's first (empty: the service is backfill-only)
-    streams: tuple[Stream, ...] = ()
-    # service outbox -> monolith, after the write path is cut over
-    reverse: Stream | None = None
-
-    def stream(self, *, reverse: bool, source: str | None = None) -> Stream | None:
-        """The reverse stream, or the forward one draining ``source`` (default: the first)."""
-        if reverse:
-            return self.reverse
-        if source is None:
-            return self.streams[0] if self.streams else None
-        return next((s for s in self.streams if s.source == source), None)
-
-
-def service_spec(name: str) -> ServiceSpec:
+def service_spec(name: str) -> AppSpec:
     if name not in SERVICE_NAMES:
-        raise ConfigError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}", field="service")
-    module = importlib.import_module(f"extracted_services.{name}.spec")
-    spec: ServiceSpec = module.SPEC
+        raise KeyError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
+    spec: AppSpec = importlib.import_module(f"extracted_services.{name}.spec").APP
     return spec

@@ -21,9 +21,21 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from strangler_proxy.errors import ServiceError
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ServiceError(Exception):
+    """A service refused a request (answered as JSON with ``status``).
+
+    >>> ServiceError(404, "not_found", "no title tt9").status
+    404
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{status} {code}: {message}")
 
 # aiohttp's own HTTP exceptions are mapped to the contract's error codes.
 _CODES = {

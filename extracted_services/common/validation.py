@@ -8,7 +8,7 @@ must get the same 400 from a service as from the monolith, word for word.
     >>> vote_value(True)
     Traceback (most recent call last):
     ...
-    strangler_proxy.errors.ServiceError: 400 bad_request: value must be an integer from 1 to 10; got a boolean
+    extracted_services.common.responses.ServiceError: 400 bad_request: value must be an integer from 1 to 10; got a boolean
 """
 
 from __future__ import annotations

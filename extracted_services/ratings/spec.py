@@ -5,6 +5,10 @@
   ``vote`` and ``rating``, while the monolith is the writer;
 - reverse sync (``strangler sync ratings --reverse``): this service's outbox
   into the monolith's ``votes``/``ratings``, after the write path is cut over.
+
+
+Named in strangler.yaml as ``extracted_services.ratings.spec:APP``; the toolkit
+knows the service only through it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from sqlalchemy import ColumnElement, Table, and_
 from sqlalchemy.sql import Executable
 
 from extracted_services.common import monolith_tables as mono
-from extracted_services.common.backfill import BackfillPlan, TableCopy
-from extracted_services.common.registry import ServiceSpec
-from extracted_services.common.sync import Applier, Stream, row_applier
+from extracted_services.common.migrations import service_migrations
 from extracted_services.ratings import models
 from extracted_services.ratings.app import DEFAULT_PORT, create_app
 from extracted_services.ratings.settings import RatingsSettings
+from strangler_proxy.datamove.backfill import BackfillPlan, TableCopy
+from strangler_proxy.datamove.plan import DataMove
+from strangler_proxy.datamove.sync import Applier, Stream, row_applier
+from strangler_proxy.stack.apps import AppSpec
 
 
 def vote_applier(votes: Table) -> Applier:
@@ -42,36 +48,38 @@ def _app(url: str) -> web.Application:
     return create_app(RatingsSettings.from_env(url))
 
 
-SPEC = ServiceSpec(
-    name="ratings",
-    default_port=DEFAULT_PORT,
+APP = AppSpec(
     create_app=_app,
-    backfill=BackfillPlan(
-        "ratings",
-        (
-            TableCopy(mono.titles, models.titles),
-            TableCopy(mono.ratings, models.ratings),
-            TableCopy(mono.votes, models.votes),
+    default_port=DEFAULT_PORT,
+    migrations=service_migrations("ratings"),
+    datamove=DataMove(
+        backfill=BackfillPlan(
+            "ratings",
+            (
+                TableCopy(mono.titles, models.titles),
+                TableCopy(mono.ratings, models.ratings),
+                TableCopy(mono.votes, models.votes),
+            ),
+            models.backfill_state,
         ),
-        models.backfill_state,
-    ),
-    streams=(
-        Stream(
-            "monolith",
-            mono.outbox,
-            models.sync_state,
-            {"vote": vote_applier(models.votes), "rating": row_applier(models.ratings, "title_id")},
-            serial_tables=(models.votes,),
-            gap_grace_s=0.0,  # the monolith serialises outbox inserts (legacy_monolith/outbox.py)
+        streams=(
+            Stream(
+                "monolith",
+                mono.outbox,
+                models.sync_state,
+                {"vote": vote_applier(models.votes), "rating": row_applier(models.ratings, "title_id")},
+                serial_tables=(models.votes,),
+                gap_grace_s=0.0,  # the monolith serialises outbox inserts (legacy_monolith/outbox.py)
+            ),
         ),
-    ),
-    reverse=Stream(
-        "ratings",
-        models.outbox,
-        mono.reverse_sync_state,
-        {"vote": vote_applier(mono.votes), "rating": row_applier(mono.ratings, "title_id")},
-        source="ratings",
-        serial_tables=(mono.votes,),
-        gap_grace_s=0.0,  # store._record serialises outbox inserts
+        reverse=Stream(
+            "ratings",
+            models.outbox,
+            mono.reverse_sync_state,
+            {"vote": vote_applier(mono.votes), "rating": row_applier(mono.ratings, "title_id")},
+            source="ratings",
+            serial_tables=(mono.votes,),
+            gap_grace_s=0.0,  # store._record serialises outbox inserts
+        ),
     ),
 )

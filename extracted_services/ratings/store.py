@@ -19,9 +19,9 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from extracted_services.common.responses import not_found
-from extracted_services.common.upsert import upsert_rows
 from extracted_services.ratings.models import outbox, ratings, titles, votes
 from strangler_proxy.databases import IDS_PARAM, rows_by_ids
+from strangler_proxy.datamove.upsert import upsert_rows
 
 # Names this service's outbox lock on PostgreSQL (any constant will do).
 OUTBOX_ADVISORY_LOCK = 0x52415453  # "RATS"

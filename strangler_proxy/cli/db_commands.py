@@ -1,10 +1,11 @@
 """`strangler db create|upgrade|downgrade` and `strangler seed`.
 
-Database URLs follow :func:`strangler_proxy.databases.database_url`: the
-environment first, then ``databases:`` in strangler.yaml (when the file
-exists), then the embedded SQLite default. On PostgreSQL the databases must
-exist before they are migrated: ``db create`` (or ``--create-databases``)
-makes them, see :mod:`strangler_proxy.provision`.
+The databases are the toolkit's own (``control``, and ``results`` in it) and
+every app's of the stack (``stack.apps`` in strangler.yaml, each app's
+``AppSpec.migrations``); ``seed`` fills the legacy app's database with its
+``AppSpec.seed``. URLs: see :mod:`strangler_proxy.cli.common`. On PostgreSQL
+the databases must exist before they are migrated: ``db create`` (or
+``--create-databases``) makes them, see :mod:`strangler_proxy.provision`.
 """
 
 from __future__ import annotations
@@ -14,46 +15,52 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
-from sqlalchemy.engine import make_url
 
 from strangler_proxy import migrate, provision
-from strangler_proxy.config import load_config
-from strangler_proxy.databases import database_url
-from strangler_proxy.errors import StranglerError
-
-DEFAULT_CONFIG = "strangler.yaml"
-
-console = Console()
-err_console = Console(stderr=True)
-
-ConfigOption = typer.Option(
-    DEFAULT_CONFIG, "--config", "-c", help="strangler.yaml to read databases: from (if it exists)"
+from strangler_proxy.cli.common import (
+    ConfigOption,
+    config_and_stack,
+    configured_url,
+    console,
+    err_console,
+    fail,
+    shown_url,
 )
+from strangler_proxy.errors import ConfigError, StranglerError
+from strangler_proxy.migrate import MigrationEnv
+from strangler_proxy.stack.apps import SeedRequest
 
 
-def configured_url(name: str, config: str = DEFAULT_CONFIG) -> str:
-    """The URL of database ``name``, honouring ``databases:`` in ``config`` if present."""
-    path = Path(config)
-    return load_config(path).database_url_of(name) if path.is_file() else database_url(name)
+def _migrations(config: str) -> tuple[MigrationEnv, ...]:
+    """Every environment: the toolkit's, plus the stack's when the file exists."""
+    if not Path(config).is_file():
+        return migrate.TOOLKIT_MIGRATIONS
+    return config_and_stack(config)[1].migrations()
 
 
-def shown_url(url: str) -> str:
-    """A URL safe to print (password hidden)."""
-    return make_url(url).render_as_string(hide_password=True)
+def _migration(name: str, config: str) -> MigrationEnv:
+    envs = _migrations(config)
+    for env in envs:
+        if env.name == name:
+            return env
+    raise ConfigError(f"unknown database {name!r}; known: {', '.join(e.name for e in envs)}", field="database")
 
 
-def databases_of(names: list[str], config: str = DEFAULT_CONFIG) -> list[provision.Database]:
-    """The databases behind migration names (``results`` lives in ``control``), once each."""
-    return provision.group({name: configured_url(migrate.database_of(name), config) for name in names})
+def selected_migrations(names: list[str] | None, config: str) -> list[MigrationEnv]:
+    """The environments named (every one when ``names`` is empty)."""
+    return [_migration(n, config) for n in names] if names else list(_migrations(config))
 
 
-def ensure_databases(names: list[str], config: str, *, create: bool, quiet: bool = False) -> None:
+def databases_of(envs: list[MigrationEnv], config: str) -> list[provision.Database]:
+    """The databases behind migration environments (``results`` lives in ``control``), once each."""
+    return provision.group({env.name: configured_url(env.database, config) for env in envs})
+
+
+def ensure_databases(envs: list[MigrationEnv], config: str, *, create: bool, quiet: bool = False) -> None:
     """Before migrating: create the missing databases (``create``) or fail naming them all."""
-    done = asyncio.run(provision.ensure(databases_of(names, config), create_missing=create))
+    done = asyncio.run(provision.ensure(databases_of(envs, config), create_missing=create))
     for row in done:
         if row.status == "created" and not quiet:
             err_console.print(f"created database {row.database.label} on {row.database.server}", highlight=False)
@@ -62,16 +69,6 @@ def ensure_databases(names: list[str], config: str, *, create: bool, quiet: bool
 CreateDatabasesOption = typer.Option(
     False, "--create-databases", help="Create the PostgreSQL databases that do not exist yet (as `db create` does)"
 )
-
-
-def print_error(exc: StranglerError) -> None:
-    """``error: ...`` on stderr, lines never wrapped (they may be commands to copy)."""
-    err_console.print("[red]error:[/red]", Text(str(exc)), soft_wrap=True)
-
-
-def _fail(exc: StranglerError) -> typer.Exit:
-    print_error(exc)
-    return typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:
@@ -90,10 +87,9 @@ def register(app: typer.Typer) -> None:
         prints the createdb / psql commands an administrator can run.
         """
         try:
-            names = database or list(migrate.known_databases())
-            done = asyncio.run(provision.create(databases_of(names, config)))
+            done = asyncio.run(provision.create(databases_of(selected_migrations(database, config), config)))
         except StranglerError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         rows = [
             {"database": p.database.name, "names": list(p.database.names), "url": shown_url(p.database.url),
              "status": p.status}
@@ -118,16 +114,16 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
     ) -> None:
         """Run the migrations of every known database (or only --database)."""
-        names = database or list(migrate.known_databases())
         done: list[dict[str, str]] = []
         try:
-            ensure_databases(names, config, create=create_databases, quiet=as_json)
-            for name in names:
-                url = configured_url(migrate.database_of(name), config)
-                asyncio.run(migrate.upgrade(name, url, revision))
-                done.append({"database": name, "url": shown_url(url), "revision": revision})
+            envs = selected_migrations(database, config)
+            ensure_databases(envs, config, create=create_databases, quiet=as_json)
+            for env in envs:
+                url = configured_url(env.database, config)
+                asyncio.run(migrate.upgrade(env, url, revision))
+                done.append({"database": env.name, "url": shown_url(url), "revision": revision})
         except StranglerError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         if as_json:
             typer.echo(json.dumps(done))
             return
@@ -138,33 +134,38 @@ def register(app: typer.Typer) -> None:
 
     @db.command("downgrade")
     def downgrade(
-        name: str = typer.Argument(..., help=f"Database name: {', '.join(migrate.known_databases())}"),
+        name: str = typer.Argument(..., help="Database name: control, results, or an app's of the stack"),
         revision: str = typer.Argument(..., help="Target revision, e.g. 0001, -1 or base"),
         config: str = ConfigOption,
     ) -> None:
         """Take one database down to REVISION."""
         try:
-            url = configured_url(migrate.database_of(name), config)
-            asyncio.run(migrate.downgrade(name, url, revision))
+            env = _migration(name, config)
+            url = configured_url(env.database, config)
+            asyncio.run(migrate.downgrade(env, url, revision))
         except StranglerError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         console.print(f"{name} ({shown_url(url)}) is now at {revision}")
 
     @app.command("seed")
     def seed(
-        titles: int = typer.Option(2_000, "--titles", "-n", min=1, max=10_000_000, help="How many titles"),
+        titles: int = typer.Option(2_000, "--titles", "-n", min=1, max=10_000_000,
+                                   help="How many titles (the seeder's top-level records)"),
         seed_value: int = typer.Option(42, "--seed", "-s", help="Random seed: the same seed, the same catalogue"),
         replace: bool = typer.Option(False, "--replace", help="Delete an existing catalogue first"),
         if_empty: bool = typer.Option(False, "--if-empty", help="Do nothing if the catalogue has titles"),
         config: str = ConfigOption,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
     ) -> None:
-        """Fill the monolith database with a deterministic, realistic catalogue."""
-        from legacy_monolith.seed import SeedPlan, seed_database
-
-        plan = SeedPlan(titles=titles, seed=seed_value)
+        """Fill the legacy app's database with deterministic, realistic data (its AppSpec.seed)."""
+        request = SeedRequest(size=titles, seed=seed_value, replace=replace, if_empty=if_empty)
         try:
-            url = configured_url("monolith", config)
+            loaded, stack = config_and_stack(config)
+            legacy = stack.legacy()
+            if legacy.spec is None or legacy.spec.seed is None:
+                raise ConfigError(f"app {legacy.name!r} has no seeder (AppSpec.seed)", field="stack.apps")
+            seeder = legacy.spec.seed
+            url = loaded.database_url_of(legacy.database)
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -173,24 +174,18 @@ def register(app: typer.Typer) -> None:
                 console=err_console,
                 disable=as_json,
             ) as bar:
-                task = bar.add_task("seeding titles", total=titles)
-
-                def advance(table: str, rows: int) -> None:
-                    if table == "titles":
-                        bar.advance(task, rows)
-
-                stats = asyncio.run(seed_database(url, plan, replace=replace, if_empty=if_empty, progress=advance))
+                task = bar.add_task("seeding", total=titles)
+                rows = asyncio.run(seeder(url, request, lambda n: bar.advance(task, n)))
         except StranglerError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         if as_json:
-            rows = stats.rows if stats else {}
-            typer.echo(json.dumps({"url": shown_url(url), "seeded": stats is not None, "rows": rows}))
+            typer.echo(json.dumps({"url": shown_url(url), "seeded": rows is not None, "rows": dict(rows or {})}))
             return
-        if stats is None:
+        if rows is None:
             console.print(f"{shown_url(url)} already has a catalogue; left as is")
             return
         console.print(f"seeded {shown_url(url)} with seed {seed_value}")
         table = Table("table", "rows")
-        for name, count in stats.rows.items():
+        for name, count in rows.items():
             table.add_row(name, f"{count:,}")
         console.print(table)

@@ -1,6 +1,6 @@
 """`strangler service NAME`, `strangler backfill SERVICE`, `strangler sync SERVICE`.
 
-- ``service`` migrates the service's database and serves it until Ctrl-C.
+- ``service`` migrates an app's database and serves it until Ctrl-C.
 - ``backfill`` copies the service's tables from the monolith (progress bar,
   then rows / seconds / rows per second per table); ``--verify`` compares
   counts and checksums afterwards (``--verify-only`` skips the copy) and exits
@@ -8,6 +8,10 @@
 - ``sync`` drains the monolith's outbox into the service (``--reverse``: the
   service's outbox into the monolith) until Ctrl-C, serving its lag at
   ``/metrics``; ``--once`` drains what is there and exits.
+
+
+Which services exist, and how their data moves, comes from ``stack.apps`` in
+strangler.yaml (each app's ``AppSpec.datamove``).
 """
 
 from __future__ import annotations
@@ -19,41 +23,25 @@ import time
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from strangler_proxy.cli.db_commands import ConfigOption, configured_url, err_console, shown_url
+from strangler_proxy.cli.common import ConfigOption, config_and_stack, console, fail, shown_url
+from strangler_proxy.datamove.sync import SyncWorker
 from strangler_proxy.errors import DataMoveError, StranglerError
-
-DEFAULT_HOST = "127.0.0.1"
-
-console = Console()
-
-
-def _fail(exc: BaseException) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code=1)
-
-
-def _spec(name: str) -> Any:
-    from extracted_services.common.registry import service_spec
-
-    return service_spec(name)
+from strangler_proxy.stack.components import DEFAULT_HOST, sync_metrics_port, sync_worker
+from strangler_proxy.stack.runners import AppServer, SyncRunner
 
 
 # ----------------------------------------------------------------- service
-async def _serve(name: str, url: str, host: str, port: int) -> None:
-    from extracted_services.common.runner import ServiceServer
-
-    server = ServiceServer(_spec(name), url, host=host, port=port)
+async def _serve(server: AppServer, shown_db: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     shown = await server.start()
-    console.print(f"{name} serving {shown} (database {shown_url(url)}); Ctrl-C stops it")
+    console.print(f"{server.name} serving {shown} (database {shown_db}); Ctrl-C stops it")
     try:
         await stop.wait()
     finally:
@@ -64,23 +52,27 @@ async def _serve(name: str, url: str, host: str, port: int) -> None:
 async def _backfill(
     name: str, config: str, *, batch_size: int, restart: bool, copy: bool, check: bool, quiet: bool
 ) -> dict[str, Any]:
-    from extracted_services.common.backfill import backfill, count_remaining, verify
-    from extracted_services.common.sync import mark_start
     from strangler_proxy import migrate
     from strangler_proxy.databases import make_engine
+    from strangler_proxy.datamove.backfill import backfill, count_remaining, verify
+    from strangler_proxy.datamove.sync import mark_start
 
-    spec = _spec(name)
-    service_url = configured_url(name, config)
-    await migrate.upgrade(name, service_url)
-    source = make_engine(configured_url("monolith", config))
+    loaded, stack = config_and_stack(config)
+    app, spec = stack.service(name)
+    plan = spec.datamove
+    assert plan is not None
+    service_url = loaded.database_url_of(app.database)
+    if spec.migrations is not None:
+        await migrate.upgrade(spec.migrations, service_url)
+    source = make_engine(loaded.database_url_of(plan.source))
     target = make_engine(service_url)
     out: dict[str, Any] = {"service": name}
     try:
         if copy:
-            for stream in spec.streams:
+            for stream in plan.streams:
                 # Changes made while we copy are replayed by the sync worker afterwards.
                 await mark_start(stream, source, target)
-            remaining = await count_remaining(spec.backfill, source, target)
+            remaining = await count_remaining(plan.backfill, source, target)
             started = time.perf_counter()
             with Progress(
                 TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -90,7 +82,7 @@ async def _backfill(
                     t: bar.add_task(t, total=remaining[t]) for t in remaining
                 }
                 reports = await backfill(
-                    spec.backfill, source, target, batch_size=batch_size, restart=restart,
+                    plan.backfill, source, target, batch_size=batch_size, restart=restart,
                     progress=lambda table, n: bar.advance(tasks[table], n),
                 )
             seconds = time.perf_counter() - started
@@ -103,7 +95,7 @@ async def _backfill(
             out["total"] = {"rows": rows, "seconds": round(seconds, 3),
                             "rows_per_second": round(rows / seconds) if seconds > 0 else 0}
         if check:
-            checks = await verify(spec.backfill, source, target, batch_size=batch_size)
+            checks = await verify(plan.backfill, source, target, batch_size=batch_size)
             out["verify"] = [
                 {"table": c.table, "monolith_rows": c.source_count, "service_rows": c.target_count,
                  "monolith_checksum": c.source_checksum, "service_checksum": c.target_checksum, "ok": c.ok}
@@ -137,29 +129,13 @@ def _print_backfill(out: dict[str, Any]) -> None:
 # -------------------------------------------------------------------- sync
 def _worker(
     name: str, config: str, *, reverse: bool, batch_size: int, poll_interval_s: float, source: str | None = None
-) -> Any:
-    from extracted_services.common.sync import SyncWorker
-    from strangler_proxy.databases import make_engine
-    from strangler_proxy.errors import ConfigError
-
-    spec = _spec(name)
-    stream = spec.stream(reverse=reverse, source=source)
-    if stream is None:
-        what = "reverse sync stream" if reverse else f"sync stream from {source or 'the monolith'}"
-        known = ", ".join(s.source for s in spec.streams) or "none: it is backfill-only"
-        raise ConfigError(f"service {name!r} has no {what} (forward sources: {known})", field="service")
-    target = "monolith" if reverse else name
-    return SyncWorker(
-        name,
-        stream,
-        make_engine(configured_url(stream.source, config)),
-        make_engine(configured_url(target, config)),
-        batch_size=batch_size,
-        poll_interval_s=poll_interval_s,
-    )
+) -> SyncWorker:
+    loaded, stack = config_and_stack(config)
+    return sync_worker(stack, loaded, name, reverse=reverse, source=source, batch_size=batch_size,
+                       poll_interval_s=poll_interval_s)
 
 
-async def _sync_once(worker: Any, reverse: bool) -> dict[str, Any]:
+async def _sync_once(worker: SyncWorker, reverse: bool) -> dict[str, Any]:
     try:
         await worker.prepare()
         started = time.perf_counter()
@@ -175,8 +151,7 @@ async def _sync_once(worker: Any, reverse: bool) -> dict[str, Any]:
         await worker.target.dispose()
 
 
-async def _sync_forever(worker: Any, host: str, metrics_port: int | None) -> None:
-    from extracted_services.common.runner import SyncRunner
+async def _sync_forever(worker: SyncWorker, host: str, metrics_port: int | None) -> None:
     runner = SyncRunner(worker, host=host, metrics_port=metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -193,21 +168,24 @@ async def _sync_forever(worker: Any, host: str, metrics_port: int | None) -> Non
 def register(app: typer.Typer) -> None:
     @app.command("service")
     def service(
-        name: str = typer.Argument(..., help="ratings, credits or images"),
-        port: int = typer.Option(None, "--port", "-p", help="Port (default: 8101 ratings, 8102 credits, 8103 images)"),
+        name: str = typer.Argument(..., help="An app of the stack (stack.apps; the demo's: ratings, credits, images)"),
+        port: int = typer.Option(None, "--port", "-p", help="Port [default: its upstream's in strangler.yaml]"),
         host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface to listen on"),
         config: str = ConfigOption,
     ) -> None:
-        """Serve an extracted service (its database is migrated first)."""
+        """Serve one app of the stack, e.g. an extracted service (its database is migrated first)."""
         try:
-            spec = _spec(name)
-            asyncio.run(_serve(name, configured_url(name, config), host, port if port is not None else spec.default_port))
+            loaded, stack = config_and_stack(config)
+            app, spec = stack.python_app(name)
+            url = loaded.database_url_of(app.database)
+            server = AppServer(name, spec, url, host=host, port=port if port is not None else app.port)
+            asyncio.run(_serve(server, shown_url(url)))
         except (StranglerError, OSError) as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
 
     @app.command("backfill")
     def backfill_cmd(
-        name: str = typer.Argument(..., help="ratings, credits or images"),
+        name: str = typer.Argument(..., help="A service of the stack with a datamove plan (demo: ratings, credits, images)"),
         verify: bool = typer.Option(False, "--verify", help="Compare counts and checksums after copying"),
         verify_only: bool = typer.Option(False, "--verify-only", help="Only compare; copy nothing"),
         batch_size: int = typer.Option(5000, min=1, help="Rows per batch (one transaction each)"),
@@ -222,9 +200,9 @@ def register(app: typer.Typer) -> None:
                           check=verify or verify_only, quiet=as_json)
             )
         except StranglerError as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         except SQLAlchemyError as exc:  # e.g. the monolith database is not migrated or seeded
-            raise _fail(DataMoveError(f"backfill failed: {exc}", service=name)) from exc
+            raise fail(DataMoveError(f"backfill failed: {exc}", service=name)) from exc
         if as_json:
             typer.echo(json.dumps(out))
         else:
@@ -234,7 +212,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sync")
     def sync_cmd(
-        name: str = typer.Argument(..., help="ratings or credits (images is backfill-only)"),
+        name: str = typer.Argument(..., help="A service with sync streams (demo: ratings, credits)"),
         once: bool = typer.Option(False, "--once", help="Drain what is in the outbox now, then exit"),
         reverse: bool = typer.Option(False, "--reverse", help="Service outbox -> monolith (after cut-over)"),
         source: str = typer.Option(
@@ -263,58 +241,10 @@ def register(app: typer.Typer) -> None:
                     )
                 return
             if metrics_port is None:
-                metrics_port = sync_metrics_port(_spec(name).default_port, reverse=reverse)
+                _loaded, stack = config_and_stack(config)
+                metrics_port = sync_metrics_port(stack.app(name).port, reverse=reverse)
             asyncio.run(_sync_forever(worker, host, None if metrics_port < 0 else metrics_port))
         except (StranglerError, OSError) as exc:
-            raise _fail(exc) from exc
+            raise fail(exc) from exc
         except SQLAlchemyError as exc:
-            raise _fail(DataMoveError(f"sync failed: {exc}", service=name)) from exc
-
-
-# --------------------------------------------------------- `strangler up` parts
-REVERSE_METRICS_OFFSET = 10  # reverse workers' /metrics: service port + 1000 + 10
-
-
-def sync_metrics_port(service_port: int, *, reverse: bool) -> int:
-    """Where a sync worker serves ``/metrics``: service port + 1000 (+ 10 when reverse)."""
-    from extracted_services.common.runner import SYNC_METRICS_PORT_OFFSET
-
-    return service_port + SYNC_METRICS_PORT_OFFSET + (REVERSE_METRICS_OFFSET if reverse else 0)
-
-
-def service_components(config: str, host: str = DEFAULT_HOST, *, with_sync: bool = True) -> list[Any]:
-    """The extracted services (on the ports of their upstreams in ``config``,
-    else the default ports; each backfilled from the monolith on first start)
-    and their sync workers, as ``strangler up`` components -- after the monolith's.
-
-    Both directions run: forward (monolith outbox -> service) carries the
-    monolith's writes while it is the writer; reverse (service outbox ->
-    monolith) carries the service's writes once its write route is extracted.
-    Neither applier writes an outbox row, so nothing echoes back; with writes
-    flipped in one step (docs/services.md) each row has one writer at a time.
-    """
-    from extracted_services.common.registry import SERVICE_NAMES
-    from extracted_services.common.runner import ServiceServer, SyncRunner
-    from strangler_proxy.cli.stack_commands import Component, upstream_port
-
-    components = []
-    ports = {name: upstream_port(config, name, _spec(name).default_port) for name in SERVICE_NAMES}
-    for name in SERVICE_NAMES:
-        server = ServiceServer(_spec(name), configured_url(name, config), host=host, port=ports[name],
-                               backfill_from=configured_url("monolith", config))
-        components.append(Component(name, server.start, server.stop))
-    if with_sync:
-        for name in SERVICE_NAMES:
-            spec = _spec(name)
-            # (reverse, source, metrics port): every worker's metrics are on one
-            # registry, so the extra forward streams need no endpoint of their own.
-            plan = [(False, s.source, sync_metrics_port(ports[name], reverse=False) if i == 0 else None)
-                    for i, s in enumerate(spec.streams)]
-            if spec.reverse is not None:
-                plan.append((True, None, sync_metrics_port(ports[name], reverse=True)))
-            for reverse, source, metrics_port in plan:
-                worker = _worker(name, config, reverse=reverse, batch_size=500, poll_interval_s=0.05, source=source)
-                runner = SyncRunner(worker, host=host, metrics_port=metrics_port)
-                label = f"sync {name}" + (" (reverse)" if reverse else "" if source == "monolith" else f" (from {source})")
-                components.append(Component(label, runner.start, runner.stop))
-    return components
+            raise fail(DataMoveError(f"sync failed: {exc}", service=name)) from exc

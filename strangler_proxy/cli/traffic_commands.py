@@ -1,10 +1,14 @@
-"""`strangler traffic`: send the demo mix of reads and votes through the proxy.
+"""`strangler traffic`: send the stack's traffic plan through the proxy.
+
+The plan comes from ``stack.traffic`` in strangler.yaml (the demo's: a mix of
+film-catalogue reads, votes and GraphQL queries).
 
 A progress bar while it runs, then a table per request kind (requests, ok,
 errors, p50/p99) and the totals (statuses, achieved rate, schedule lag).
 ``--json`` prints the summary as JSON instead. Exit code 1 when more than 1%
 of the requests failed (no answer, or a status the kind does not expect), 2
-when the catalogue size cannot be found out.
+when the plan cannot be built (no ``stack.traffic``, or the app cannot be asked
+what it needs).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from strangler_proxy.traffic import (
+from strangler_proxy.cli.common import ConfigOption, config_and_stack
+from strangler_proxy.errors import StranglerError
+from strangler_proxy.stack.traffic import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DURATION_S,
     DEFAULT_GRAPHQL_SHARE,
@@ -26,15 +32,13 @@ from strangler_proxy.traffic import (
     DEFAULT_SEED,
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
-    DEFAULT_VOTE_SHARE,
+    DEFAULT_WRITE_SHARE,
     MAX_ERROR_SHARE,
-    Catalogue,
-    Kind,
     Outcome,
+    PlanFactory,
+    PlanSettings,
     TrafficOptions,
-    TrafficPlan,
     TrafficSummary,
-    discover_titles,
     run_traffic,
 )
 
@@ -54,7 +58,7 @@ def _print_summary(summary: TrafficSummary, url: str) -> None:
     for kind, c in summary.by_kind.items():
         table.add_row(
             kind, str(c["requests"]), str(c["ok"]), str(c["errors"]),
-            _ms(summary.latency_ms(50, Kind(kind))), _ms(summary.latency_ms(99, Kind(kind))),
+            _ms(summary.latency_ms(50, kind)), _ms(summary.latency_ms(99, kind)),
         )
     table.add_row(
         "[bold]total[/bold]", str(summary.sent), str(summary.ok), str(summary.errors),
@@ -74,20 +78,28 @@ def _print_summary(summary: TrafficSummary, url: str) -> None:
         console.print(f"[{colour}]errors {summary.errors} ({summary.error_share:.1%})[/{colour}]  {reasons}")
 
 
-async def _run(url: str, options: TrafficOptions, seed: int, titles: int | None, graphql_share: float,
-               vote_share: float, show_progress: bool) -> TrafficSummary:
+def _factory(config: str) -> PlanFactory:
+    try:
+        _loaded, stack = config_and_stack(config)
+    except StranglerError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_PROBLEM) from exc
+    if stack.traffic is None:
+        err_console.print(f"[red]error:[/red] {config} names no traffic plan (stack.traffic: module:attribute)")
+        raise typer.Exit(EXIT_PROBLEM)
+    factory: PlanFactory = stack.traffic
+    return factory
+
+
+async def _run(url: str, options: TrafficOptions, factory: PlanFactory, settings: PlanSettings,
+               show_progress: bool) -> TrafficSummary:
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=options.timeout_s, limits=limits) as client:
-        if titles is None:
-            try:
-                titles = await discover_titles(client)
-            except (httpx.HTTPError, ValueError) as exc:
-                err_console.print(
-                    f"[red]error:[/red] cannot find out how many titles {url} has ({exc}); "
-                    "is the stack up (`strangler up`)? Or pass --titles N."
-                )
-                raise typer.Exit(EXIT_PROBLEM) from exc
-        plan = TrafficPlan(seed, Catalogue.of(titles), graphql_share=graphql_share, vote_share=vote_share)
+        try:
+            plan = await factory(client, settings)
+        except (httpx.HTTPError, ValueError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_PROBLEM) from exc
         with Progress(
             TextColumn("traffic"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]} errors"),
             TimeElapsedColumn(), console=console, disable=not show_progress, transient=False,
@@ -111,20 +123,22 @@ def register(app: typer.Typer) -> None:
         duration: float = typer.Option(DEFAULT_DURATION_S, min=0.1, help="Seconds to send for"),
         seed: int = typer.Option(DEFAULT_SEED, help="Seed of the request mix (same seed, same requests)"),
         concurrency: int = typer.Option(DEFAULT_CONCURRENCY, min=1, help="Requests in flight at most"),
-        titles: int | None = typer.Option(None, min=1, help="Titles in the catalogue [default: asked from --url]"),
+        titles: int | None = typer.Option(
+            None, min=1, help="Titles (records) the ids range over [default: asked from --url]"
+        ),
         graphql_share: float = typer.Option(DEFAULT_GRAPHQL_SHARE, min=0, max=1, help="Share of GraphQL queries"),
-        vote_share: float = typer.Option(DEFAULT_VOTE_SHARE, min=0, max=1, help="Share of votes and retractions"),
+        vote_share: float = typer.Option(DEFAULT_WRITE_SHARE, min=0, max=1, help="Share of writes (votes, retractions)"),
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, min=0.1, help="Seconds one request may take"),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable summary (no progress bar)"),
+        config: str = ConfigOption,
     ) -> None:
-        """Send a repeatable mix of reads, votes, retractions and GraphQL queries through the proxy."""
+        """Send the stack's repeatable traffic plan (reads, writes, GraphQL) through the proxy."""
         if graphql_share + vote_share > 1:
             err_console.print("[red]error:[/red] --graphql-share plus --vote-share must be at most 1")
             raise typer.Exit(EXIT_PROBLEM)
         options = TrafficOptions(rate=rate, duration_s=duration, concurrency=concurrency, timeout_s=timeout)
-        summary = asyncio.run(
-            _run(url.rstrip("/"), options, seed, titles, graphql_share, vote_share, show_progress=not as_json)
-        )
+        settings = PlanSettings(seed=seed, size=titles, graphql_share=graphql_share, write_share=vote_share)
+        summary = asyncio.run(_run(url.rstrip("/"), options, _factory(config), settings, show_progress=not as_json))
         if as_json:
             typer.echo(json.dumps(summary.as_json()))
         else:

@@ -51,7 +51,7 @@ from graphql import (
     print_ast,
 )
 
-from strangler_proxy.errors import GraphQLGatewayError
+from strangler_proxy.errors import BackendSDLUnavailable, GraphQLGatewayError
 
 SDL_QUERY = "{ _service { sdl } }"
 DEFAULT_SDL_TIMEOUT_S = 10.0
@@ -329,10 +329,6 @@ def _definition(name: str, acc: _TypeAcc) -> graphql.TypeDefinitionNode:
         return UnionTypeDefinitionNode(name=n, description=acc.description, directives=(),
                                        types=tuple(acc.members.values()))
     return ScalarTypeDefinitionNode(name=n, description=acc.description, directives=())
-
-
-class BackendSDLUnavailable(GraphQLGatewayError):
-    """A backend gave no SDL (down, slow, not a subgraph): unlike a conflict, this can pass."""
 
 
 async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,

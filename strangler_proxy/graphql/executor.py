@@ -24,10 +24,10 @@ import aiohttp
 import orjson
 
 from strangler_proxy.errors import ConfigError
-from strangler_proxy.forwarder import CONTROL_PREFIX
 from strangler_proxy.graphql.metrics import PATH_SERVED, PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import in_canary
 from strangler_proxy.graphql.planner import TYPENAME_ALIAS, Fetch, KeyFields, Path, Plan, Split
+from strangler_proxy.headers import CONTROL_PREFIX
 
 JSON = dict[str, Any]
 ResponsePath = tuple[str | int, ...]

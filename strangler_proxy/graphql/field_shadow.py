@@ -11,7 +11,7 @@ for the client: under load, one shadow request serves many client requests,
 so the shadow backend and the gateway do a fraction of a request's work per
 client request. A root field's shadow is fetched on its own.
 
-Each entity a client saw then becomes one :class:`~strangler_proxy.exchange.ShadowPair`,
+Each entity a client saw then becomes one :class:`~strangler_proxy.diff.exchange.ShadowPair`,
 keyed ``graphql:Type.field``, whose bodies are the two subtrees as JSON. The
 comparator (the diff engine) turns each into a result, published to the same
 listeners as the REST routes' results (store, guardrails, metrics, readiness).
@@ -27,20 +27,20 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from graphql import DocumentNode
 
-from strangler_proxy.comparator import failure_reason
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.exchange import Exchange, ShadowPair
+from strangler_proxy.diff.comparator import Comparator, failure_reason
+from strangler_proxy.diff.exchange import Exchange, ShadowPair
+from strangler_proxy.diff.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 from strangler_proxy.graphql.compose import ComposedSchema
 from strangler_proxy.graphql.executor import Executor, FetchTrace, collect, on_side
 from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import FieldRule, Ownership
 from strangler_proxy.graphql.planner import INTERNAL_PREFIX, SHADOW_ROOT, Fetch, ShadowSpec, plan_shadow
-from strangler_proxy.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 
 log = logging.getLogger("strangler.graphql.shadow")
 
@@ -62,12 +62,6 @@ def strip_internal(v: Any) -> Any:
     if isinstance(v, list):
         return [strip_internal(x) for x in v]
     return v
-
-
-class PairComparator(Protocol):
-    """Anything with ``compare(pair, rules) -> ShadowResult`` (the diff engine's DiffComparator)."""
-
-    def compare(self, pair: ShadowPair, rules: CompareConfig) -> ShadowResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +89,7 @@ class FieldShadower:
     """Runs field shadows in the background, batched across requests (see the module docstring)."""
 
     executor: Executor
-    comparator: PairComparator
+    comparator: Comparator
     publish: Callable[[ShadowResult], None]
     rules_for: Callable[[str], CompareConfig]  # "Type.field" -> compare rules
     graphql_path: str = "/graphql"

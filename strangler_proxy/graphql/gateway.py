@@ -115,7 +115,7 @@ class GraphQLGateway:
         """Fetch every backend's SDL (or read its ``sdl_file``), compose, check the field rules.
 
         Raises :class:`GraphQLGatewayError` (the proxy must refuse to start) on conflicts, and
-        its :class:`~.compose.BackendSDLUnavailable` when a backend gave no SDL within
+        its :class:`~strangler_proxy.errors.BackendSDLUnavailable` when a backend gave no SDL within
         ``sdl_wait_s`` (default ``graphql.sdl_wait_s``).
         ``shadower_args``: ``comparator``, ``publish``, ``rules_for`` (and optionally ``max_inflight``).
         ``registry``: where the gateway's metrics go (the proxy runtime's; default a private one).

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol
 
-from strangler_proxy.canary import bucket
 from strangler_proxy.config import GraphQLConfig, Mode
 from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.graphql.compose import ROOT_TYPES, ComposedSchema
+from strangler_proxy.routing.canary import bucket
 
 _versions = itertools.count(1)
 
@@ -67,7 +67,7 @@ class FieldRule:
 
 def in_canary(rule: FieldRule, partition: str | None) -> bool:
     """Whether the target serves this entity: the same sticky split as REST routes
-    (strangler_proxy/canary.py), so an entity is on one side for every route and
+    (strangler_proxy/routing/canary.py), so an entity is on one side for every route and
     field split by its key. No partition value: legacy."""
     if rule.percent >= 100:
         return True

@@ -13,9 +13,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from strangler_proxy.config import DEFAULT_BUCKET_S, Mode, StranglerConfig
+from strangler_proxy.control.readiness import Readiness, evaluate, rules_for_key
+from strangler_proxy.diff.keys import KeyKind, configured_for_key, configured_keys, key_kind
+from strangler_proxy.diff.redaction import redactions_for
 from strangler_proxy.errors import StoreError
-from strangler_proxy.readiness import Readiness, evaluate, rules_for_key
-from strangler_proxy.store.keys import KeyKind, configured_for_key, configured_keys, key_kind
 from strangler_proxy.store.queries import (
     DEFAULT_SAMPLES_PER_KEY,
     KeySummary,
@@ -23,7 +24,6 @@ from strangler_proxy.store.queries import (
     StoredSample,
     empty_summary,
 )
-from strangler_proxy.store.redaction import redactions_for
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from strangler_proxy.result import Difference, DiffKind, ShadowResult
-from strangler_proxy.store.redaction import REDACTED, Redaction
+from strangler_proxy.diff.redaction import REDACTED, Redaction
+from strangler_proxy.diff.result import Difference, DiffKind, ShadowResult
 
 MAX_SAMPLE_DIFFERENCES = 50  # differences kept per stored sample
 

@@ -45,8 +45,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from strangler_proxy.config import StoreSettings, StranglerConfig
 from strangler_proxy.databases import make_engine
+from strangler_proxy.diff.redaction import Redaction, redactions_for
+from strangler_proxy.diff.result import ShadowResult, Verdict
 from strangler_proxy.errors import StoreError
-from strangler_proxy.result import ShadowResult, Verdict
 from strangler_proxy.store.histogram import BIN_COUNT, bin_index
 from strangler_proxy.store.models import (
     PATH_LENGTH,
@@ -57,7 +58,6 @@ from strangler_proxy.store.models import (
     ResultBucket,
     Sample,
 )
-from strangler_proxy.store.redaction import Redaction, redactions_for
 from strangler_proxy.store.samples import sample_row
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _insert(conn: AsyncConnection):  # type: ignore[no-untyped-def]
 
 
 class ResultWriter:
-    """A :class:`~strangler_proxy.result.ResultListener` that stores results.
+    """A :class:`~strangler_proxy.diff.result.ResultListener` that stores results.
 
     ``observe`` never blocks and never raises; writing happens in
     :meth:`flush`, called by the background task started with :meth:`start`.

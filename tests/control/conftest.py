@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from strangler_proxy.config import StranglerConfig, load_config_text
-from strangler_proxy.flips import FlipService
-from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.state_store import StateStore
+from strangler_proxy.control.flips import FlipService
+from strangler_proxy.control.state_store import StateStore
+from strangler_proxy.dataplane.runtime import ProxyRuntime
 
 ADMIN_TOKEN = "test-admin-token"
 

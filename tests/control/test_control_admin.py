@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from strangler_proxy.admin import AdminContext, check_bind, start_admin
+from strangler_proxy.control.admin import AdminContext, check_bind, start_admin
 from strangler_proxy.errors import ConfigError
 
 from .conftest import ADMIN_TOKEN, make_config

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from strangler_proxy.admin import AdminContext, start_admin
+from strangler_proxy.control.admin import AdminContext, start_admin
+from strangler_proxy.control.flips import FlipService
 from strangler_proxy.errors import ConfigError
-from strangler_proxy.flips import FlipService
 
 from .conftest import ADMIN_TOKEN, make_config
 

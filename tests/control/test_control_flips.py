@@ -6,7 +6,7 @@ import pytest
 
 from strangler_proxy.config import Mode, load_config_text
 from strangler_proxy.errors import FlipError
-from strangler_proxy.router import RouteState
+from strangler_proxy.routing.router import RouteState
 
 from .conftest import config_text, make_config
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from strangler_proxy.canary import serves_target
 from strangler_proxy.config import Mode
-from strangler_proxy.guardrails import STATE_INSUFFICIENT, STATE_OK, STATE_WARMING_UP, Guardrails
-from strangler_proxy.result import ShadowResult, Verdict
+from strangler_proxy.control.guardrails import STATE_INSUFFICIENT, STATE_OK, STATE_WARMING_UP, Guardrails
+from strangler_proxy.diff.result import ShadowResult, Verdict
+from strangler_proxy.routing.canary import serves_target
 from strangler_proxy.server import ProxyServer
 
 from .conftest import ADMIN_TOKEN, config_text, make_config

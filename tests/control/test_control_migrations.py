@@ -7,13 +7,13 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from strangler_proxy import migrate
+from strangler_proxy.control.state_store import Base
 from strangler_proxy.databases import make_engine
-from strangler_proxy.state_store import Base
 
 
 async def test_control_migrations_match_the_models_and_go_down_and_up(sqlite_url: str) -> None:
-    assert "control" in migrate.known_databases()
-    await migrate.upgrade("control", sqlite_url)
+    assert migrate.CONTROL in migrate.TOOLKIT_MIGRATIONS
+    await migrate.upgrade(migrate.CONTROL, sqlite_url)
     engine = make_engine(sqlite_url)
     try:
         async with engine.connect() as conn:
@@ -22,10 +22,10 @@ async def test_control_migrations_match_the_models_and_go_down_and_up(sqlite_url
             diff = await conn.run_sync(lambda c: compare_metadata(
                 MigrationContext.configure(c, opts={"version_table": "alembic_version_control"}), Base.metadata))
             assert diff == []
-        await migrate.downgrade("control", sqlite_url, "base")
+        await migrate.downgrade(migrate.CONTROL, sqlite_url, "base")
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
             assert not {"route_state", "flip_audit"} & tables
-        await migrate.upgrade("control", sqlite_url)
+        await migrate.upgrade(migrate.CONTROL, sqlite_url)
     finally:
         await engine.dispose()

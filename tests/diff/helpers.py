@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from strangler_proxy.exchange import Exchange, ShadowPair
+from strangler_proxy.diff.exchange import Exchange, ShadowPair
 
 JSON = (("Content-Type", "application/json"),)
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.differ import MAX_DIFFERENCES, diff_json, diff_raw
-from strangler_proxy.result import Difference, DiffKind
+from strangler_proxy.diff.differ import MAX_DIFFERENCES, diff_json, diff_raw
+from strangler_proxy.diff.result import Difference, DiffKind
 
 
 def kinds(diffs: list[Difference]) -> list[tuple[str, str]]:

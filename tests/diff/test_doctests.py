@@ -7,10 +7,11 @@ from types import ModuleType
 
 import pytest
 
-from strangler_proxy import comparator, differ, jsonpath, lifter, noise, redact, rules
+from strangler_proxy import jsonpath
+from strangler_proxy.diff import comparator, differ, lifter, noise, redaction, rules
 
 
-@pytest.mark.parametrize("module", [comparator, differ, jsonpath, lifter, noise, redact, rules], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [comparator, differ, jsonpath, lifter, noise, redaction, rules], ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     failed, attempted = doctest.testmod(module)
     assert attempted > 0 and failed == 0

@@ -6,11 +6,11 @@ import itertools
 
 import pytest
 
-from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig
+from strangler_proxy.diff.comparator import DiffComparator
+from strangler_proxy.diff.noise import NoiseModel
+from strangler_proxy.diff.result import DiffKind, Verdict
 from strangler_proxy.errors import NoiseModelError
-from strangler_proxy.noise import NoiseModel
-from strangler_proxy.result import DiffKind, Verdict
 
 from .helpers import exchange, jpair, pair
 

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from strangler_proxy.accesslog import ACCESS_LOGGER, AccessLog, BufferedLineHandler
 from strangler_proxy.config import CompareConfig, load_config_text
+from strangler_proxy.dataplane.accesslog import ACCESS_LOGGER, AccessLog, BufferedLineHandler
+from strangler_proxy.diff.redaction import ALWAYS_REDACTED_QUERY, QueryRedaction, configured_query_names
 from strangler_proxy.errors import ConfigError
-from strangler_proxy.redact import ALWAYS_REDACTED_QUERY, QueryRedaction, configured_query_names
 
 
 @pytest.mark.parametrize(

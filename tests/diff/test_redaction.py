@@ -6,10 +6,10 @@ import dataclasses
 
 import orjson
 
-from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.redact import OPAQUE_SAMPLE, REDACTED
-from strangler_proxy.result import DiffKind, ShadowResult, Verdict
+from strangler_proxy.diff.comparator import DiffComparator
+from strangler_proxy.diff.redaction import OPAQUE_SAMPLE, REDACTED
+from strangler_proxy.diff.result import DiffKind, ShadowResult, Verdict
 
 from .helpers import exchange, pair
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.errors import ConfigError
-from strangler_proxy.rules import (
+from strangler_proxy.diff.rules import (
+    CompiledRules,
     Keyed,
     compile_rules,
     generalise_path,
@@ -14,8 +15,8 @@ from strangler_proxy.rules import (
     parse_path,
     path_matches,
     render_path,
-    validate_rules,
 )
+from strangler_proxy.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -58,10 +59,15 @@ def test_bad_patterns_are_config_errors(bad: str) -> None:
         parse_path(bad)
 
 
-def test_validate_rules_names_the_field() -> None:
+def test_compiling_rules_names_the_field() -> None:
     with pytest.raises(ConfigError) as info:
-        validate_rules(CompareConfig.model_construct(ignore=("$.ok", "oops")))
+        CompiledRules(CompareConfig.model_construct(ignore=("$.ok", "oops")))
     assert info.value.field == "compare.ignore[1]"
+
+
+def test_a_bad_pattern_is_refused_when_the_config_loads() -> None:
+    with pytest.raises(ValidationError, match="oops"):
+        CompareConfig(ignore=("$.ok", "oops"))
 
 
 def test_rendering_is_readable_and_round_trips_through_the_parser() -> None:

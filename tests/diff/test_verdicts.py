@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import CompareConfig
-from strangler_proxy.result import Difference, DiffKind, ShadowResult, Verdict
+from strangler_proxy.diff.comparator import DiffComparator
+from strangler_proxy.diff.result import Difference, DiffKind, ShadowResult, Verdict
 
 from .helpers import exchange, jpair, pair
 

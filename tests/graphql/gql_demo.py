@@ -17,14 +17,16 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from extracted_services.common.backfill import backfill
+from extracted_services.common.migrations import service_migrations
 from extracted_services.common.registry import SERVICE_NAMES, service_spec
 from extracted_services.ratings.app import create_app as create_ratings
 from extracted_services.ratings.settings import RatingsSettings, Rounding
 from legacy_monolith.app import create_app as create_monolith
+from legacy_monolith.migrations import MIGRATIONS as MONOLITH_MIGRATIONS
 from legacy_monolith.seed import SeedPlan, load
 from strangler_proxy.config import StranglerConfig, load_config_text
 from strangler_proxy.databases import make_engine
+from strangler_proxy.datamove.backfill import backfill
 from strangler_proxy.migrate import upgrade
 
 DEMO_PLAN = SeedPlan(titles=40, seed=7)
@@ -43,17 +45,17 @@ def sqlite_url(path: Path) -> str:
 async def build_databases(directory: Path) -> None:
     """monolith.sqlite3 seeded, and one backfilled database per service."""
     mono = sqlite_url(directory / "monolith.sqlite3")
-    await upgrade("monolith", mono)
+    await upgrade(MONOLITH_MIGRATIONS, mono)
     src = make_engine(mono)
     try:
         async with src.begin() as conn:
             await load(conn, DEMO_PLAN)
         for name in SERVICE_NAMES:
             url = sqlite_url(directory / f"{name}.sqlite3")
-            await upgrade(name, url)
+            await upgrade(service_migrations(name), url)
             dst = make_engine(url)
             try:
-                await backfill(service_spec(name).backfill, src, dst)
+                await backfill(service_spec(name).datamove.backfill, src, dst)
             finally:
                 await dst.dispose()
     finally:

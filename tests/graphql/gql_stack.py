@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 from gql_subgraphs import World, products_app, reviews_app
 
 from strangler_proxy.config import CompareConfig, StranglerConfig, load_config_text
+from strangler_proxy.diff.result import ShadowResult
 from strangler_proxy.graphql import GraphQLGateway
-from strangler_proxy.result import ShadowResult
 
 
 @dataclass
@@ -55,7 +55,7 @@ graphql:
 
     async def gateway(self, fields: str = "", comparator: Any = None, settings: str = "",
                       top: str = "") -> GraphQLGateway:
-        from strangler_proxy.comparator import DiffComparator
+        from strangler_proxy.diff.comparator import DiffComparator
 
         cfg = self.config(fields, settings, top)
         args = {"comparator": comparator or DiffComparator(), "publish": self.results.publish,

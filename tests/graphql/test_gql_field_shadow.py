@@ -10,9 +10,9 @@ import orjson
 import pytest
 from gql_stack import Stack, stack  # noqa: F401  (fixture)
 
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.graphql import GraphQLGateway
 from strangler_proxy.graphql.field_shadow import FieldShadower
-from strangler_proxy.result import Verdict
 
 SHADOW = "    Product.rating: {target: reviews, mode: shadow}"
 Q = '{ product(id: "%s") { name rating } }'
@@ -138,7 +138,7 @@ class CountingComparator:
     """The diff engine, counting how often it is asked."""
 
     def __init__(self) -> None:
-        from strangler_proxy.comparator import DiffComparator
+        from strangler_proxy.diff.comparator import DiffComparator
 
         self.inner = DiffComparator()
         self.calls = 0

@@ -9,8 +9,8 @@ import pytest
 from gql_stack import Stack, stack  # noqa: F401  (fixture)
 from gql_subgraphs import products_schema
 
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.graphql import Ownership, in_canary
-from strangler_proxy.result import Verdict
 
 EXTRACTED = """\
     Product.reviews: {target: reviews, mode: extracted}

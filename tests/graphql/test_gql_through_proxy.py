@@ -19,7 +19,7 @@ from gql_demo import Demo, copy_databases, demo, demo_template, running_demo  # 
 
 from extracted_services.ratings.app import create_app as create_ratings
 from extracted_services.ratings.settings import RatingsSettings, Rounding
-from strangler_proxy.result import ShadowResult, Verdict
+from strangler_proxy.diff.result import ShadowResult, Verdict
 from strangler_proxy.server import ProxyServer
 
 TOKEN = "gql-admin-token"

@@ -15,8 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from legacy_monolith.app import create_app
 from legacy_monolith.seed import SeedPlan, seed_database
-from legacy_monolith.server import MonolithServer
+from strangler_proxy.stack.runners import Site
 
 TEST_PLAN = SeedPlan(titles=300, seed=7)
 
@@ -54,7 +55,7 @@ class Live:
 
 @pytest.fixture
 async def live(monolith_url: str) -> AsyncIterator[Live]:
-    server = MonolithServer(monolith_url, port=0)
+    server = Site(create_app(monolith_url), "127.0.0.1", 0)
     base = await server.start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         yield Live(base, http, monolith_url)

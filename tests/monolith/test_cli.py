@@ -14,16 +14,31 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from legacy_monolith.stack import APP
 from strangler_proxy.cli import db_commands, stack_commands
-from strangler_proxy.cli.stack_commands import monolith_component, run_stack
+from strangler_proxy.stack.apps import SeedRequest
+from strangler_proxy.stack.components import Component, run_stack
+from strangler_proxy.stack.runners import AppServer
 from tests.monolith.helpers import scalar
 
 REPO = Path(__file__).resolve().parents[2]
+# The stack section of the repo's strangler.yaml: how the CLI finds the demo's apps.
+STACK_SECTION = (REPO / "strangler.yaml").read_text().partition("\nstack:\n")[2]
+
+
+def monolith_component(url: str, *, host: str, port: int, titles: int | None, seed: int) -> Component:
+    """The demo monolith as `strangler up` runs it: migrated, seeded when empty (if ``titles``), served."""
+    request = SeedRequest(size=titles, seed=seed, if_empty=True) if titles else None
+    server = AppServer("monolith", APP, url, host=host, port=port, seed=request)
+    return Component("monolith", server.start, server.stop)
 
 
 @pytest.fixture
 def cli(data_dir: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> typer.Typer:
-    monkeypatch.chdir(tmp_path)  # no strangler.yaml here: defaults apply
+    monkeypatch.chdir(tmp_path)  # a strangler.yaml with only the demo's stack: database defaults apply
+    (tmp_path / "strangler.yaml").write_text(
+        "upstreams:\n  legacy: {url: 'http://127.0.0.1:8001'}\nstack:\n" + STACK_SECTION
+    )
     for name in ("STRANGLER_DATABASE_URL", "STRANGLER_MONOLITH_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     app = typer.Typer()
@@ -71,6 +86,7 @@ def test_strangler_yaml_databases_key_is_honoured(cli: typer.Typer, tmp_path: Pa
     (tmp_path / "strangler.yaml").write_text(
         "upstreams:\n  legacy: {url: 'http://127.0.0.1:8001'}\n"
         f"databases:\n  monolith: 'sqlite+aiosqlite:///{target}'\n"
+        "stack:\n" + STACK_SECTION
     )
     result = CliRunner().invoke(cli, ["db", "upgrade", "--database", "monolith", "--json"])
     assert result.exit_code == 0, result.output
@@ -115,7 +131,7 @@ async def test_up_stops_started_components_when_one_fails(tmp_path: Path) -> Non
             return started[-1]
 
         with pytest.raises(OSError):
-            await run_stack([stack_commands.Component("third", note_start, third.stop), clash], asyncio.Event())
+            await run_stack([Component("third", note_start, third.stop), clash], asyncio.Event())
         async with aiohttp.ClientSession() as http:
             with pytest.raises(aiohttp.ClientConnectionError):
                 async with http.get(started[0] + "/healthz"):

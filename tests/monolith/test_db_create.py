@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +22,14 @@ import typer
 from typer.testing import CliRunner
 
 from strangler_proxy.cli import db_commands, stack_commands
-from strangler_proxy.databases import DATABASE_NAMES
 from tests.conftest import PG_ADMIN_DSN, _pg_reachable
 
 pytestmark = pytest.mark.postgres
 
 SERVER = PG_ADMIN_DSN.rsplit("/", 1)[0]  # postgresql://postgres@127.0.0.1:5432
+REPO = Path(__file__).resolve().parents[2]
+# The toolkit's database and the demo stack's (strangler.yaml's stack: section).
+DATABASE_NAMES = ("monolith", "control", "ratings", "credits", "images")
 
 
 async def _admin(*statements: str) -> list[asyncpg.Record]:
@@ -73,7 +76,8 @@ def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Server]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_DSN}: {problem}")
         pytest.skip(f"PostgreSQL unreachable: {problem}")
-    monkeypatch.chdir(tmp_path)  # no strangler.yaml: the environment decides
+    monkeypatch.chdir(tmp_path)  # the demo's strangler.yaml (no databases: section): the environment decides
+    shutil.copy(REPO / "strangler.yaml", tmp_path / "strangler.yaml")
     monkeypatch.delenv("STRANGLER_DATABASE_URL", raising=False)
     s = Server(monkeypatch, f"strangler_t_{uuid.uuid4().hex[:10]}")
     yield s

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -14,9 +15,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from strangler_proxy import accesslog, provision
+from strangler_proxy import provision
 from strangler_proxy.cli import db_commands
-from strangler_proxy.store import redaction
+from strangler_proxy.dataplane import accesslog
+from strangler_proxy.diff import redaction
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("module", [provision, accesslog, redaction], ids=lambda m: m.__name__)
@@ -27,6 +31,7 @@ def test_docstring_examples(module: ModuleType) -> None:
 
 def test_db_create_on_sqlite_only_makes_the_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "strangler.yaml", tmp_path / "strangler.yaml")  # the demo's stack: its databases
     for name in ("STRANGLER_DATABASE_URL", *(f"STRANGLER_{n.upper()}_DATABASE_URL" for n in ("monolith", "control"))):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STRANGLER_DATA_DIR", str(tmp_path / "not" / "yet"))

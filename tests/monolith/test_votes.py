@@ -11,8 +11,9 @@ from datetime import datetime
 import aiohttp
 import pytest
 
+from legacy_monolith.app import create_app
 from legacy_monolith.seed import SeedPlan, seed_database
-from legacy_monolith.server import MonolithServer
+from strangler_proxy.stack.runners import Site
 from tests.monolith.conftest import Live
 from tests.monolith.helpers import query, scalar
 
@@ -24,7 +25,7 @@ async def pg_live(pg_database: Callable[[], Awaitable[str]]) -> AsyncIterator[Li
     """The monolith over a fresh, seeded PostgreSQL database."""
     url = await pg_database()
     await seed_database(url, SeedPlan(titles=40, seed=5))
-    server = MonolithServer(url, port=0)
+    server = Site(create_app(url), "127.0.0.1", 0)
     base = await server.start()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         yield Live(base, http, url)

@@ -11,9 +11,9 @@ import pytest
 
 from strangler_proxy.config import StoreSettings, load_config
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.redaction import redactions_for
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.store import ResultWriter
-from strangler_proxy.store.redaction import redactions_for
 from tests.store.factory import BASE_T, migrated_sqlite, result
 
 SECRET_TOKEN = "tok-SECRET-9f1"

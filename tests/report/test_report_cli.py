@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from strangler_proxy.cli import report_commands
 from strangler_proxy.config import StoreSettings
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.store import ResultWriter
 from tests.report.conftest import SECRET_HEADER, SECRET_TOKEN, Store
 from tests.store.factory import result

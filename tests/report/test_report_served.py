@@ -11,7 +11,7 @@ import pytest
 
 from strangler_proxy.config import StoreSettings
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.store import ResultWriter
 from tests.report.conftest import Store
 from tests.report.test_report_cli import run

@@ -11,7 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from extracted_services.common.migrations import service_migrations
 from legacy_monolith.app import create_app as create_monolith
+from legacy_monolith.migrations import MIGRATIONS as MONOLITH_MIGRATIONS
 from legacy_monolith.seed import SeedPlan, load
 from strangler_proxy.databases import make_engine
 from strangler_proxy.migrate import upgrade
@@ -26,7 +28,7 @@ def sqlite_url(path: Path) -> str:
 
 async def make_monolith_db(path: Path, titles: int = SEED_TITLES, seed: int = 7) -> str:
     url = sqlite_url(path)
-    await upgrade("monolith", url)
+    await upgrade(MONOLITH_MIGRATIONS, url)
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
@@ -38,7 +40,7 @@ async def make_monolith_db(path: Path, titles: int = SEED_TITLES, seed: int = 7)
 
 async def make_service_db(service: str, path: Path) -> str:
     url = sqlite_url(path)
-    await upgrade(service, url)
+    await upgrade(service_migrations(service), url)
     return url
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -11,10 +13,12 @@ from strangler_proxy.cli.main import _register_all, app
 from tests.services.conftest import make_monolith_db, sqlite_url
 
 _register_all()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_backfill_verify_and_sync_once(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no strangler.yaml here: URLs come from the environment
+    monkeypatch.chdir(tmp_path)  # the demo's strangler.yaml (its stack: section); URLs come from the environment
+    shutil.copy(REPO / "strangler.yaml", tmp_path / "strangler.yaml")
     mono = asyncio.run(make_monolith_db(tmp_path / "monolith.sqlite3", titles=30))
     monkeypatch.setenv("STRANGLER_MONOLITH_DATABASE_URL", mono)
     monkeypatch.setenv("STRANGLER_RATINGS_DATABASE_URL", sqlite_url(tmp_path / "ratings.sqlite3"))
@@ -37,15 +41,19 @@ def test_backfill_verify_and_sync_once(tmp_path, monkeypatch):
     result = runner.invoke(app, ["sync", "images", "--once"])
     assert result.exit_code == 1 and "backfill-only" in result.output
 
+    result = runner.invoke(app, ["backfill", "orders"])  # the stack knows no such app, and says which it knows
+    assert result.exit_code == 1 and "unknown app 'orders'" in result.output and "ratings" in result.output
+
 
 
 async def test_up_backfills_a_service_once(monolith_url, service_db, engines):
-    from extracted_services.common.backfill import verify
     from extracted_services.common.registry import service_spec
-    from extracted_services.common.runner import backfill_unless_done
+    from strangler_proxy.datamove.backfill import verify
+    from strangler_proxy.datamove.plan import backfill_unless_done
 
     spec = service_spec("credits")
+    assert spec.datamove is not None
     url = await service_db("credits")
-    assert await backfill_unless_done(spec, monolith_url, url) is True
-    assert await backfill_unless_done(spec, monolith_url, url) is False  # a restart does not copy again
-    assert all(c.ok for c in await verify(spec.backfill, engines(monolith_url), engines(url)))
+    assert await backfill_unless_done(spec.datamove, monolith_url, url) is True
+    assert await backfill_unless_done(spec.datamove, monolith_url, url) is False  # a restart does not copy again
+    assert all(c.ok for c in await verify(spec.datamove.backfill, engines(monolith_url), engines(url)))

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from extracted_services.common.backfill import backfill
 from extracted_services.common.registry import service_spec
 from extracted_services.ratings import RatingsSettings, Rounding, create_app
+from strangler_proxy.datamove.backfill import backfill
 from tests.services.conftest import ServeFn
 from tests.services.helpers import answer
 
@@ -25,7 +25,7 @@ async def _service(
 ) -> TestClient:
     url = await service_db(name)
     spec = service_spec(name)
-    await backfill(spec.backfill, engines(monolith_url), engines(url))
+    await backfill(spec.datamove.backfill, engines(monolith_url), engines(url))
     app = create_app(RatingsSettings(url, rounding)) if name == "ratings" else spec.create_app(url)
     return await serve(app)
 

@@ -19,18 +19,18 @@ from multidict import CIMultiDict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from extracted_services.common.backfill import backfill
 from extracted_services.common.dryrun import DRY_RUN_HEADER
 from extracted_services.common.registry import service_spec
 from extracted_services.ratings import RatingsSettings, Rounding, create_app
 from extracted_services.ratings import models as rm
 from legacy_monolith import models as mm
-from strangler_proxy.comparator import DiffComparator
 from strangler_proxy.config import load_config_text
-from strangler_proxy.proxy_app import start_proxy
-from strangler_proxy.result import ShadowResult
-from strangler_proxy.runtime import ProxyRuntime
-from strangler_proxy.shadow import ShadowDispatcher
+from strangler_proxy.datamove.backfill import backfill
+from strangler_proxy.dataplane.handler import start_proxy
+from strangler_proxy.dataplane.runtime import ProxyRuntime
+from strangler_proxy.dataplane.shadow import ShadowDispatcher
+from strangler_proxy.diff.comparator import DiffComparator
+from strangler_proxy.diff.result import ShadowResult
 from tests.services.conftest import ServeFn
 
 TITLE = "tt0000005"
@@ -82,7 +82,7 @@ async def make_stack(
     async def make(route: str) -> Stack:
         url = await service_db("ratings")
         ratings = engines(url)
-        await backfill(service_spec("ratings").backfill, engines(monolith_url), ratings)
+        await backfill(service_spec("ratings").datamove.backfill, engines(monolith_url), ratings)
         service = await serve(create_app(RatingsSettings(url, Rounding.LEGACY)))
         config = load_config_text(f"""
 upstreams:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from extracted_services.common.backfill import backfill
 from extracted_services.common.dryrun import DRY_RUN_ECHO, DRY_RUN_HEADER
 from extracted_services.common.registry import service_spec
 from extracted_services.ratings import RatingsSettings, Rounding, create_app
 from extracted_services.ratings import models as rm
+from strangler_proxy.datamove.backfill import backfill
 from tests.services.helpers import answer
 
 DRY = {DRY_RUN_HEADER: "1"}
@@ -29,7 +29,7 @@ async def _snapshot(engine) -> tuple[object, ...]:
 async def test_dry_run_answers_like_the_write_and_keeps_nothing(monolith_url, service_db, engines, serve):
     url = await service_db("ratings")
     engine = engines(url)
-    await backfill(service_spec("ratings").backfill, engines(monolith_url), engine)
+    await backfill(service_spec("ratings").datamove.backfill, engines(monolith_url), engine)
     service = await serve(create_app(RatingsSettings(url, Rounding.LEGACY)))
     before = await _snapshot(engine)
 
@@ -61,7 +61,7 @@ async def test_dry_run_answers_like_the_write_and_keeps_nothing(monolith_url, se
 async def test_without_the_header_writes_persist(monolith_url, service_db, engines, serve):
     url = await service_db("ratings")
     engine = engines(url)
-    await backfill(service_spec("ratings").backfill, engines(monolith_url), engine)
+    await backfill(service_spec("ratings").datamove.backfill, engines(monolith_url), engine)
     service = await serve(create_app(RatingsSettings(url, Rounding.LEGACY)))
     resp = await service.post("/api/titles/tt0000005/ratings", json={"user_id": "x", "value": 4})
     assert resp.status == 201 and DRY_RUN_HEADER not in resp.headers

@@ -7,10 +7,10 @@ from __future__ import annotations
 from graphql import build_schema
 
 from extracted_services.common.app import SUBGRAPH
-from extracted_services.common.backfill import backfill
 from extracted_services.common.registry import service_spec
 from extracted_services.common.subgraph import _FEDERATION_PLUMBING
 from extracted_services.ratings import RatingsSettings, Rounding, create_app
+from strangler_proxy.datamove.backfill import backfill
 from strangler_proxy.graphql.compose import compose
 
 FIELDS = {
@@ -38,7 +38,7 @@ def _sorted_images(body):
 async def _subgraph(name, monolith_url, service_db, engines, serve):
     url = await service_db(name)
     spec = service_spec(name)
-    await backfill(spec.backfill, engines(monolith_url), engines(url))
+    await backfill(spec.datamove.backfill, engines(monolith_url), engines(url))
     app = create_app(RatingsSettings(url, Rounding.LEGACY)) if name == "ratings" else spec.create_app(url)
     return await serve(app)
 

@@ -12,19 +12,19 @@ from prometheus_client import REGISTRY
 from sqlalchemy import func, insert, select
 
 from extracted_services.common import monolith_tables as mono
-from extracted_services.common.backfill import backfill, verify
 from extracted_services.common.registry import service_spec
-from extracted_services.common.sync import Change, Stream, SyncWorker
 from extracted_services.ratings import RatingsSettings, Rounding, create_app
 from extracted_services.ratings import models as rm
+from strangler_proxy.datamove.backfill import backfill, verify
+from strangler_proxy.datamove.sync import Change, Stream, SyncWorker
 from tests.services.helpers import answer
 
 
 async def _ratings_synced(monolith_url, service_db, engines):
     spec = service_spec("ratings")
     src, dst = engines(monolith_url), engines(await service_db("ratings"))
-    await backfill(spec.backfill, src, dst)
-    worker = SyncWorker("ratings", spec.streams[0], src, dst, batch_size=7, poll_interval_s=0.01)
+    await backfill(spec.datamove.backfill, src, dst)
+    worker = SyncWorker("ratings", spec.datamove.streams[0], src, dst, batch_size=7, poll_interval_s=0.01)
     await worker.prepare()
     return spec, src, dst, worker
 
@@ -50,7 +50,7 @@ async def test_inserts_updates_and_deletes_arrive_in_order(monolith, monolith_ur
     written = await _vote_traffic(monolith)
     assert await worker.drain() == written
     assert await worker.cursor() == written  # a fresh outbox: ids 1..n
-    assert all(c.ok for c in await verify(spec.backfill, src, dst))
+    assert all(c.ok for c in await verify(spec.datamove.backfill, src, dst))
     after = REGISTRY.get_sample_value("strangler_sync_lag_seconds_count", {"service": "ratings", "stream": "monolith"})
     assert after - before == written
     assert 0 <= worker.lag_percentile(99) < 5
@@ -60,7 +60,7 @@ async def test_inserts_updates_and_deletes_arrive_in_order(monolith, monolith_ur
 async def test_a_worker_killed_mid_batch_resumes_without_loss_or_duplicates(monolith, monolith_url, service_db, engines):
     spec, src, dst, worker = await _ratings_synced(monolith_url, service_db, engines)
     written = await _vote_traffic(monolith)
-    stream = spec.streams[0]
+    stream = spec.datamove.streams[0]
     applied_now = 0
     gate = asyncio.Event()
 
@@ -85,7 +85,7 @@ async def test_a_worker_killed_mid_batch_resumes_without_loss_or_duplicates(mono
     async with dst.connect() as conn:
         state = (await conn.execute(select(rm.sync_state))).one()
     assert state.last_id == written and state.applied == written  # each change applied exactly once
-    assert all(c.ok for c in await verify(spec.backfill, src, dst))
+    assert all(c.ok for c in await verify(spec.datamove.backfill, src, dst))
 
 
 async def test_a_gap_in_outbox_ids_is_waited_for_then_skipped(monolith_url, service_db, engines):
@@ -110,8 +110,8 @@ async def test_a_gap_in_outbox_ids_is_waited_for_then_skipped(monolith_url, serv
 async def test_credits_follows_vote_counts_for_known_for(monolith, monolith_url, service_db, engines, serve):
     spec = service_spec("credits")
     src, dst = engines(monolith_url), engines(await service_db("credits"))
-    await backfill(spec.backfill, src, dst)
-    worker = SyncWorker("credits", spec.streams[0], src, dst)
+    await backfill(spec.datamove.backfill, src, dst)
+    worker = SyncWorker("credits", spec.datamove.streams[0], src, dst)
     # Push one of nm0000001's least-voted titles to the top.
     _, before = await answer(monolith, "GET", "/api/people/nm0000001/known-for")
     async with src.connect() as conn:
@@ -125,7 +125,7 @@ async def test_credits_follows_vote_counts_for_known_for(monolith, monolith_url,
     legacy = await answer(monolith, "GET", "/api/people/nm0000001/known-for")
     assert legacy[1]["titles"][0]["id"] == loser
     assert await answer(service, "GET", "/api/people/nm0000001/known-for") == legacy
-    assert all(c.ok for c in await verify(spec.backfill, src, dst))
+    assert all(c.ok for c in await verify(spec.datamove.backfill, src, dst))
 
 
 async def test_credits_follows_votes_cast_in_the_ratings_service_after_cut_over(
@@ -137,8 +137,8 @@ async def test_credits_follows_votes_cast_in_the_ratings_service_after_cut_over(
     mono_db = engines(monolith_url)
     ratings_url = await service_db("ratings")
     ratings_db, credits_db = engines(ratings_url), engines(await service_db("credits"))
-    await backfill(ratings_spec.backfill, mono_db, ratings_db)
-    await backfill(credits_spec.backfill, mono_db, credits_db)
+    await backfill(ratings_spec.datamove.backfill, mono_db, ratings_db)
+    await backfill(credits_spec.datamove.backfill, mono_db, credits_db)
     ratings = await serve(create_app(RatingsSettings(ratings_url, Rounding.LEGACY)))
     credits = await serve(credits_spec.create_app(str(credits_db.url)))
     _, before = await answer(credits, "GET", "/api/people/nm0000001/known-for")
@@ -148,7 +148,7 @@ async def test_credits_follows_votes_cast_in_the_ratings_service_after_cut_over(
     for u in range(70):
         assert (await ratings.post(f"/api/titles/{loser}/ratings", json={"user_id": f"fan{u}", "value": 9})).status == 201
 
-    stream = credits_spec.stream(reverse=False, source="ratings")
+    stream = credits_spec.datamove.stream(reverse=False, source="ratings")
     assert stream is not None and stream.source == "ratings"
     follower = SyncWorker("credits", stream, ratings_db, credits_db)
     await follower.prepare()
@@ -161,16 +161,16 @@ async def test_reverse_sync_keeps_the_monolith_current(monolith, monolith_url, s
     spec = service_spec("ratings")
     src, url = engines(monolith_url), await service_db("ratings")
     dst = engines(url)
-    await backfill(spec.backfill, src, dst)
+    await backfill(spec.datamove.backfill, src, dst)
     service = await serve(create_app(RatingsSettings(url, Rounding.LEGACY)))
     for i in range(6):
         r = await service.post("/api/titles/tt0000004/ratings", json={"user_id": f"r{i % 4}", "value": i + 3})
         assert r.status in (200, 201)
     assert (await service.delete("/api/titles/tt0000004/ratings/r1")).status == 204
-    reverse = SyncWorker("ratings", spec.reverse, dst, src)
+    reverse = SyncWorker("ratings", spec.datamove.reverse, dst, src)
     await reverse.prepare()
     assert await reverse.drain() == 14
-    assert all(c.ok for c in await verify(spec.backfill, src, dst))
+    assert all(c.ok for c in await verify(spec.datamove.backfill, src, dst))
     assert await answer(monolith, "GET", "/api/titles/tt0000004/ratings") == await answer(
         service, "GET", "/api/titles/tt0000004/ratings"
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from strangler_proxy import migrate
-from strangler_proxy.result import Difference, DiffKind, ShadowResult, Verdict
+from strangler_proxy.diff.result import Difference, DiffKind, ShadowResult, Verdict
 
 BASE_T = 1_700_000_000.0  # a fixed bucket-aligned instant (multiple of 60)
 
@@ -46,7 +46,7 @@ def result(
 
 async def migrated_sqlite(tmp_path: Path, name: str = "control") -> str:
     url = f"sqlite+aiosqlite:///{tmp_path / (name + '.sqlite3')}"
-    await migrate.upgrade("results", url)
+    await migrate.upgrade(migrate.RESULTS, url)
     return url
 
 

@@ -10,7 +10,7 @@ import pytest
 from strangler_proxy import migrate
 from strangler_proxy.config import StoreSettings
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.store import ResultsReader, ResultWriter
 from tests.store.factory import BASE_T, result
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.postgres
 
 async def test_two_replicas_add_up_on_postgres(pg_database: Callable[[], Awaitable[str]]) -> None:
     url = await pg_database()
-    await migrate.upgrade("results", url)
+    await migrate.upgrade(migrate.RESULTS, url)
     engines = [make_engine(url), make_engine(url)]
     writers = [ResultWriter(e, StoreSettings(samples_per_path=4, batch_size=10_000)) for e in engines]
     try:

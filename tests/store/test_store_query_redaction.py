@@ -11,10 +11,10 @@ from sqlalchemy import text
 
 from strangler_proxy.config import StoreSettings, load_config_text
 from strangler_proxy.databases import make_engine
+from strangler_proxy.diff.redaction import redactions_for
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.report import build_report, render_html, render_json, render_text
-from strangler_proxy.result import Verdict
 from strangler_proxy.store import ResultWriter
-from strangler_proxy.store.redaction import redactions_for
 from tests.store.factory import migrated_sqlite, result
 
 CONFIG = """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from strangler_proxy.config import ReadinessConfig, load_config_text
-from strangler_proxy.readiness import VerdictCounts, evaluate, rules_for_key, wilson_upper
+from strangler_proxy.control.readiness import VerdictCounts, evaluate, rules_for_key, wilson_upper
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from strangler_proxy import migrate
 from strangler_proxy.config import StoreSettings
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.store import LatencyHistogram, ResultsReader, ResultWriter
 from strangler_proxy.store.models import RESULTS_METADATA
 from strangler_proxy.store.writer import VERDICT_COLUMN
@@ -75,8 +75,8 @@ async def _columns(engine: AsyncEngine) -> set[str]:
 async def _roundtrip(url: str) -> None:
     """0001 with a row in it -> head (the row reads served=0, the schema
     matches the models) -> back to 0001 (the row is kept) -> head again."""
-    await migrate.downgrade("results", url, "base")
-    await migrate.upgrade("results", url, "results_0001")
+    await migrate.downgrade(migrate.RESULTS, url, "base")
+    await migrate.upgrade(migrate.RESULTS, url, "results_0001")
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
@@ -85,7 +85,7 @@ async def _roundtrip(url: str) -> None:
                 "skipped, legacy_latency, candidate_latency) VALUES ('old', 60, 7, 1, 0, 0, 0, '[]', '[]')"
             ))
         assert "served" not in await _columns(engine)
-        await migrate.upgrade("results", url)
+        await migrate.upgrade(migrate.RESULTS, url)
         [old] = await ResultsReader(engine).summaries()
         assert (old.key, old.counts.match, old.counts.served) == ("old", 7, 0)
         async with engine.connect() as conn:
@@ -97,12 +97,12 @@ async def _roundtrip(url: str) -> None:
         await writer.flush()
         [old] = await ResultsReader(engine).summaries()
         assert (old.counts.match, old.counts.served) == (7, 1)
-        await migrate.downgrade("results", url, "results_0001")
+        await migrate.downgrade(migrate.RESULTS, url, "results_0001")
         assert "served" not in await _columns(engine)
         async with engine.connect() as conn:
             kept = (await conn.execute(text("SELECT key, match FROM result_buckets"))).all()
         assert [tuple(r) for r in kept] == [("old", 7)]
-        await migrate.upgrade("results", url)
+        await migrate.upgrade(migrate.RESULTS, url)
         assert "served" in await _columns(engine)
     finally:
         await engine.dispose()
@@ -115,5 +115,5 @@ async def test_served_column_migrates_up_and_down_on_sqlite(tmp_path: Path) -> N
 @pytest.mark.postgres
 async def test_served_column_migrates_up_and_down_on_postgres(pg_database: Callable[[], Awaitable[str]]) -> None:
     url = await pg_database()
-    await migrate.upgrade("results", url)
+    await migrate.upgrade(migrate.RESULTS, url)
     await _roundtrip(url)

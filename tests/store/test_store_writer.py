@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from strangler_proxy import migrate
 from strangler_proxy.config import StoreSettings
 from strangler_proxy.databases import make_engine
-from strangler_proxy.result import Verdict
+from strangler_proxy.diff.result import Verdict
 from strangler_proxy.store import LatencyHistogram, ResultsReader, ResultWriter
 from strangler_proxy.store.models import DiffPath, ResultBucket, Sample
 from tests.store.factory import BASE_T, migrated_sqlite, result
@@ -44,8 +44,8 @@ async def _scalar(engine: AsyncEngine, stmt) -> int:  # type: ignore[no-untyped-
 
 
 def test_results_are_registered_with_the_migration_registry() -> None:
-    assert "results" in migrate.known_databases()
-    assert migrate.MIGRATIONS["results"].version_table == "alembic_version_results"
+    assert migrate.RESULTS in migrate.TOOLKIT_MIGRATIONS
+    assert migrate.RESULTS.version_table == "alembic_version_results" and migrate.RESULTS.database == "control"
 
 
 async def test_migrations_upgrade_and_downgrade(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ async def test_migrations_upgrade_and_downgrade(tmp_path: Path) -> None:
         async with eng.connect() as conn:
             names = set((await conn.execute(text("select name from sqlite_master where type='table'"))).scalars())
         assert {"result_buckets", "diff_paths", "samples", "noise", "alembic_version_results"} <= names
-        await migrate.downgrade("results", url, "base")
+        await migrate.downgrade(migrate.RESULTS, url, "base")
         async with eng.connect() as conn:
             names = set((await conn.execute(text("select name from sqlite_master where type='table'"))).scalars())
         assert not names & {"result_buckets", "diff_paths", "samples", "noise"}

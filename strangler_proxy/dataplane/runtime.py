@@ -1,0 +1,92 @@
+"""The one mutable reference of a running proxy.
+
+Config and route table live together in one immutable snapshot that is
+replaced in a single assignment, so a request reads ``runtime.snapshot`` once
+and sees a consistent pair even if a flip lands mid-request.
+
+    >>> from strangler_proxy.config import load_config_text
+    >>> rt = ProxyRuntime(load_config_text('upstreams: {legacy: {url: "http://127.0.0.1:8001"}}'))
+    >>> rt.table.routes
+    ()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from prometheus_client import CollectorRegistry
+
+from strangler_proxy.config import StranglerConfig
+from strangler_proxy.dataplane.accesslog import AccessLog
+from strangler_proxy.diff.redaction import QueryRedaction, configured_query_names
+from strangler_proxy.metrics import ProxyMetrics, RouteCounters
+from strangler_proxy.routing.router import RouteState, RouteTable
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: StranglerConfig
+    table: RouteTable
+    overrides: Mapping[str, RouteState]
+
+
+class ProxyRuntime:
+    """Config + route table of a running proxy, swapped whole by :meth:`apply`.
+
+    Also owns what lives as long as the proxy: metrics (one registry per
+    runtime), the access log and the live per-route counters.
+    """
+
+    def __init__(self, config: StranglerConfig, overrides: Mapping[str, RouteState] | None = None) -> None:
+        frozen = MappingProxyType(dict(overrides or {}))
+        self.snapshot = Snapshot(config, RouteTable.build(config, frozen), frozen)
+        self.metrics = ProxyMetrics()
+        self.access_log = AccessLog(config.proxy.access_log, QueryRedaction(configured_query_names(config)))
+        self._counters: dict[str, RouteCounters] = {}
+
+    @property
+    def config(self) -> StranglerConfig:
+        return self.snapshot.config
+
+    @property
+    def table(self) -> RouteTable:
+        return self.snapshot.table
+
+    @property
+    def overrides(self) -> Mapping[str, RouteState]:
+        return self.snapshot.overrides
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def apply(
+        self, config: StranglerConfig | None = None, overrides: Mapping[str, RouteState] | None = None
+    ) -> None:
+        """Validate and swap in a new config and/or overrides; on error keep the old ones.
+
+        Raises FlipError (bad override) or ConfigError (bad route template).
+        """
+        current = self.snapshot
+        new_config = config if config is not None else current.config
+        new_overrides = MappingProxyType(dict(overrides)) if overrides is not None else current.overrides
+        table = RouteTable.build(new_config, new_overrides)
+        self.snapshot = Snapshot(new_config, table, new_overrides)
+        self.access_log.enabled = new_config.proxy.access_log
+        if config is not None:
+            self.access_log.query = QueryRedaction(configured_query_names(new_config))
+
+    def counters(self, route: str) -> RouteCounters:
+        c = self._counters.get(route)
+        if c is None:
+            c = self._counters[route] = RouteCounters()
+        return c
+
+    def route_counters(self) -> dict[str, dict[str, int]]:
+        """Live per-route counters (routes of the current table, plus any seen before)."""
+        out = {name: c.as_dict() for name, c in self._counters.items()}
+        for route in self.table.routes:
+            out.setdefault(route.name, RouteCounters().as_dict())
+        return out

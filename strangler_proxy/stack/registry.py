@@ -1,0 +1,141 @@
+"""The stack's apps, as ``strangler.yaml`` names them: resolved once, then looked up.
+
+The toolkit never imports a monolith or a service by name. ``stack.apps``
+names each one -- a Python :class:`~strangler_proxy.stack.apps.AppSpec`
+(``app: module:attribute``) or any program (``command: [...]``) -- and
+``stack.traffic`` the plan of ``strangler traffic``. :func:`load_stack` imports
+what they name and checks its type, so a typo fails here with the entry's name.
+
+    >>> from strangler_proxy.config import load_config_text
+    >>> cfg = load_config_text(
+    ...     "upstreams: {legacy: {url: 'http://127.0.0.1:8001'}}\\n"
+    ...     "stack: {apps: [{name: monolith, command: [./run, '{port}'], upstream: legacy}]}")
+    >>> stack = load_stack(cfg)
+    >>> stack.legacy().name, stack.legacy().port
+    ('monolith', 8001)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from yarl import URL
+
+from strangler_proxy import migrate
+from strangler_proxy.config import StackApp, StranglerConfig
+from strangler_proxy.errors import ConfigError
+from strangler_proxy.migrate import MigrationEnv
+from strangler_proxy.stack.apps import AppSpec
+
+
+@dataclass(frozen=True)
+class RegisteredApp:
+    """One app of the stack: its config entry and, for a Python app, its spec."""
+
+    entry: StackApp
+    spec: AppSpec | None  # None: a command
+    port: int  # where it listens (its upstream's port, else the spec's default)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def database(self) -> str:
+        """The database it owns (``STRANGLER_<NAME>_DATABASE_URL``, ``databases.<name>``)."""
+        return self.entry.name
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Every app of the stack, in start order, and the traffic plan."""
+
+    apps: tuple[RegisteredApp, ...]
+    default_upstream: str
+    traffic: Any | None  # a strangler_proxy.stack.traffic.PlanFactory
+
+    def app(self, name: str) -> RegisteredApp:
+        for a in self.apps:
+            if a.name == name:
+                return a
+        raise ConfigError(f"unknown app {name!r}; the stack has: {self.names() or 'none (see stack.apps)'}",
+                          field="stack.apps")
+
+    def names(self) -> str:
+        return ", ".join(a.name for a in self.apps)
+
+    def python_app(self, name: str) -> tuple[RegisteredApp, AppSpec]:
+        found = self.app(name)
+        if found.spec is None:
+            raise ConfigError(f"app {name!r} is a command, not a Python app (stack.apps[].app)", field="stack.apps")
+        return found, found.spec
+
+    def legacy(self) -> RegisteredApp:
+        """The app behind ``proxy.default_upstream``: the monolith."""
+        for a in self.apps:
+            if (a.entry.upstream or a.name) == self.default_upstream:
+                return a
+        raise ConfigError(f"no app of the stack serves the default upstream {self.default_upstream!r} "
+                          "(set stack.apps[].upstream)", field="stack.apps")
+
+    def services(self) -> tuple[tuple[RegisteredApp, AppSpec], ...]:
+        """The apps whose data is carved out of another's (they have a ``datamove`` plan)."""
+        return tuple((a, a.spec) for a in self.apps if a.spec is not None and a.spec.datamove is not None)
+
+    def service(self, name: str) -> tuple[RegisteredApp, AppSpec]:
+        found, spec = self.python_app(name)
+        if spec.datamove is None:
+            known = ", ".join(a.name for a, _ in self.services()) or "none"
+            raise ConfigError(f"app {name!r} moves no data (services with a datamove plan: {known})",
+                              field="service")
+        return found, spec
+
+    def migrations(self) -> tuple[MigrationEnv, ...]:
+        """The toolkit's environments, then every app's, in stack order."""
+        return migrate.TOOLKIT_MIGRATIONS + tuple(
+            a.spec.migrations for a in self.apps if a.spec is not None and a.spec.migrations is not None
+        )
+
+    def migration(self, name: str) -> MigrationEnv:
+        envs = self.migrations()
+        for env in envs:
+            if env.name == name:
+                return env
+        raise ConfigError(f"unknown database {name!r}; known: {', '.join(e.name for e in envs)}", field="database")
+
+
+def resolve(ref: str, expected: type, where: str) -> Any:
+    """Import ``module:attribute`` and check it is an ``expected``."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{ref}: cannot import {module_name!r} ({exc})", field=where) from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise ConfigError(f"{ref}: {module_name!r} has no {attr!r}", field=where) from exc
+    if expected is not object and not isinstance(obj, expected):
+        raise ConfigError(f"{ref}: is a {type(obj).__name__}, not a {expected.__name__}", field=where)
+    return obj
+
+
+def load_stack(config: StranglerConfig) -> Stack:
+    """Resolve ``config.stack``: import each app's spec and the traffic plan."""
+    apps = []
+    for i, entry in enumerate(config.stack.apps):
+        spec = resolve(entry.app, AppSpec, f"stack.apps[{i}].app") if entry.app is not None else None
+        upstream = config.stack_upstream(entry)
+        port = URL(upstream.url).port if upstream is not None else None
+        if port is None:
+            if spec is None:
+                raise ConfigError(f"app {entry.name!r}: its upstream has no port", field=f"stack.apps[{i}].upstream")
+            port = spec.default_port
+        apps.append(RegisteredApp(entry, spec, port))
+    traffic = resolve(config.stack.traffic, object, "stack.traffic") if config.stack.traffic else None
+    if traffic is not None and not callable(traffic):
+        raise ConfigError(f"{config.stack.traffic}: a traffic plan factory must be callable", field="stack.traffic")
+    return Stack(tuple(apps), config.proxy.default_upstream, traffic)
