@@ -3,19 +3,18 @@
 The map of the package (docs/architecture.md has the long version), in the
 order a request meets it:
 
-- ``config``      strangler.yaml, validated once and frozen
-- ``router``      the immutable route table (raw-path matching, precedence)
-- ``canary``      sticky percentage split by a partition key
-- ``proxy_app``   the request handler: match -> choose side -> forward -> shadow hand-off
-- ``connections`` client connections: head/idle timeouts, the connection cap, the proxy's own pages
-- ``forwarder``   the streaming upstream call (aiohttp client, hop-by-hop, X-Forwarded-*)
-- ``shadow``      bounded queue + workers mirroring requests off the hot path
-- ``comparator``  a ShadowPair in, a ShadowResult out (``lifter``, ``differ``,
-                  ``rules``/``jsonpath``, ``noise``, ``redact``)
-- ``store``       results written in batches; ``report`` and ``readiness`` read them
-- ``flips``, ``state_store``, ``admin``, ``reload``, ``guardrails``: the control plane
-- ``graphql``     the gateway: compose, plan, execute, shape, shadow fields
-- ``server``      assembles one running proxy replica; ``cli`` is the ``strangler`` command
+- ``config``     strangler.yaml, validated once and frozen (``jsonpath``: its path syntax)
+- ``dataplane/`` listener -> handler -> forwarder, and the shadow hand-off
+- ``routing/``   the pure decisions: which route, which side (canary)
+- ``diff/``      lifter, differ, rules, noise, redaction -> a ShadowResult
+- ``store/``     results written in batches; ``report/`` renders them
+- ``control/``   flips, guardrails, readiness, reload, the admin API
+- ``graphql/``   the gateway: compose, plan, execute, shape, shadow fields
+- ``datamove/``  backfill and outbox sync of an extracted service's data
+- ``stack/``     the apps strangler.yaml names, and running them
+- ``server``     assembles one running proxy replica; ``cli/`` is the ``strangler`` command
+- shared: ``errors``, ``headers`` (X-Strangler-*), ``databases``, ``migrate``,
+  ``migration_env``, ``provision``, ``logs``, ``metrics``
 
 Errors are all :class:`~strangler_proxy.errors.StranglerError` subclasses.
 """

@@ -1,1 +1,17 @@
-"""(package docstring written below)"""
+"""The data plane: every client request, from the socket to the answer.
+
+Follow a request top to bottom:
+
+- ``listener``   the listening socket and client connections (head and idle
+                 timeouts, the connection cap, the proxy's own error pages);
+                 :func:`~strangler_proxy.dataplane.listener.start_listener`
+- ``handler``    :class:`~strangler_proxy.dataplane.handler.ProxyHandler`:
+                 match (routing/) -> choose the side -> forward -> hand the
+                 shadow off; :func:`~strangler_proxy.dataplane.handler.start_proxy`
+- ``forwarder``  the streaming upstream call (pooled aiohttp sessions,
+                 hop-by-hop headers, ``X-Forwarded-*``, client ``X-Strangler-*`` dropped)
+- ``shadow``     the mirror: a bounded queue and workers, never on the hot path;
+                 results go to the diff engine (diff/)
+- ``runtime``    the live route table, counters and metrics a handler reads
+- ``accesslog``  one JSON line per request (secret query values redacted)
+"""

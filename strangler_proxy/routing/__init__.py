@@ -1,1 +1,11 @@
-"""(package docstring written below)"""
+"""The decisions: pure functions over immutable tables, no I/O.
+
+- ``router``  :class:`~strangler_proxy.routing.router.RouteTable` -- which
+              route a request is (raw-path templates, methods, headers,
+              precedence); built, validated and swapped whole on a flip or reload
+- ``canary``  which side serves a partition key at a percent
+              (:func:`~strangler_proxy.routing.canary.serves_target`), the same
+              for every route and GraphQL field split by the same key
+
+The data plane, the GraphQL executor and the tests all call these.
+"""

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -273,3 +274,10 @@ def test_cli_without_a_catalogue_says_what_to_do() -> None:
     result = CliRunner().invoke(_cli(), ["--url", "http://127.0.0.1:1", "--duration", "0.2"])
     assert result.exit_code == 2
     assert "--titles" in result.output and "strangler up" in result.output
+
+
+def test_cli_without_a_traffic_plan_in_the_config_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "strangler.yaml"
+    config.write_text("upstreams: {legacy: {url: 'http://127.0.0.1:8001'}}\n")
+    result = CliRunner().invoke(_cli(), ["--url", "http://127.0.0.1:1", "--duration", "0.2", "--config", str(config)])
+    assert result.exit_code == 2 and "names no traffic plan (stack.traffic" in result.output
