@@ -10,7 +10,7 @@ accepts a dry run only as the proxy sends it and refuses anything else.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -30,19 +30,11 @@ from strangler_proxy.dataplane.handler import start_proxy
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.dataplane.shadow import ShadowDispatcher
 from strangler_proxy.diff.comparator import DiffComparator
-from strangler_proxy.diff.result import ShadowResult
+from tests.dataplane.conftest import Collector
 from tests.services.conftest import ServeFn
 
 TITLE = "tt0000005"
 VOTES = f"/api/titles/{TITLE}/ratings"
-
-
-@dataclass
-class Collector:
-    results: list[ShadowResult] = field(default_factory=list)
-
-    def observe(self, result: ShadowResult) -> None:
-        self.results.append(result)
 
 
 @dataclass
