@@ -1,8 +1,9 @@
 """The control plane: who decides what the data plane does, and who may change it.
 
 - ``flips``        :class:`~strangler_proxy.control.flips.FlipService`: validated,
-                   audited, persisted mode changes, the file-vs-flip precedence,
-                   replicas polling each other's flips
+                   audited, persisted mode changes
+- ``precedence``   which value is in force, the file's or a flip's (pure functions)
+- ``replicas``     replicas polling the control database for each other's flips
 - ``state_store``  flips and the audit log in the control database
 - ``guardrails``   when to roll back: candidate errors or mismatches over a window
 - ``readiness``    when a route or field is ready to flip (confidence bound)

@@ -33,7 +33,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from strangler_proxy.config import Mode
-from strangler_proxy.control.flips import FlipService, file_value
+from strangler_proxy.control.flips import FlipService
+from strangler_proxy.control.precedence import file_value
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from strangler_proxy.errors import ConfigError, FlipError, StoreError, StranglerError
 

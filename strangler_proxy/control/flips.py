@@ -10,12 +10,10 @@ field's) mode at run time. A flip is
 
 Replicas sharing a database poll ``route_state`` and apply what they find.
 
-Precedence of the file and a flip (docs/operations.md): a runtime flip wins
-over ``strangler.yaml`` until the file's own value for that route changes; the
-changed file value is a newer deliberate decision, so it wins, clears the
-override and is audited as ``who="file"``. A route removed from the file drops
-its override. Flipping a route back to exactly the file's value clears the
-override too, so the file decides again.
+Which value is in force, the file's or a flip's, is decided by the pure
+functions of precedence.py (docs/operations.md); this module does the I/O
+around their answers. Replicas follow each other's flips through
+replicas.py.
 
     >>> service = FlipService(runtime, store)                         # doctest: +SKIP
     >>> await service.flip("ratings", "canary", 5, who="ops", reason="first 5%")  # doctest: +SKIP
@@ -24,13 +22,21 @@ override too, so the file decides again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from strangler_proxy.config import Mode, StranglerConfig
+from strangler_proxy.control.precedence import (
+    effective,
+    file_value,
+    flip_percent,
+    is_field,
+    override_state,
+    stale_override,
+)
+from strangler_proxy.control.replicas import ReplicaPoller
 from strangler_proxy.control.state_store import AuditDraft, AuditEntry, StateStore, StoredOverride
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.errors import FlipError, StoreError
@@ -102,30 +108,12 @@ class FileReload:
     removed_fields: list[Removed]
 
 
-def is_field(name: str) -> bool:
-    """GraphQL fields are ``Type.field``; route names never contain a dot."""
-    return "." in name
-
-
-def file_value(config: StranglerConfig, name: str) -> tuple[Mode, float] | None:
-    """What ``strangler.yaml`` says for a route or field, or None if it is not there."""
-    if is_field(name):
-        fc = config.graphql.fields.get(name)
-        return (fc.mode, float(fc.percent)) if fc is not None else None
-    rc = config.route(name)
-    return (rc.mode, float(rc.percent)) if rc is not None else None
-
-
 def _parse_mode(mode: Mode | str, name: str) -> Mode:
     try:
         return Mode(mode)
     except ValueError as exc:
         allowed = ", ".join(m.value for m in Mode)
         raise FlipError(f"unknown mode {mode!r}; allowed: {allowed}", route=name) from exc
-
-
-def _state(o: StoredOverride) -> RouteState:
-    return RouteState(mode=Mode(o.mode), percent=float(o.percent))
 
 
 class FlipService:
@@ -149,7 +137,7 @@ class FlipService:
         self.poll_interval_s = poll_interval_s or runtime.config.proxy.state_poll_interval_s
         self._stored: dict[str, StoredOverride] = {}
         self._lock = asyncio.Lock()
-        self._poll_task: asyncio.Task[None] | None = None
+        self._poller = ReplicaPoller(self, self.poll_interval_s)
         self._listeners: list[OverridesListener] = []
         self._on_flip = on_flip
 
@@ -160,14 +148,10 @@ class FlipService:
         async with self._lock:
             self._stored = await self.store.overrides()
             await self._reconcile(self.runtime.config, old_config=None)
-        self._poll_task = asyncio.create_task(self._poll_forever(), name="strangler-flip-poll")
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-            self._poll_task = None
+        await self._poller.stop()
 
     # ---------------------------------------------------------------- reads
 
@@ -177,18 +161,14 @@ class FlipService:
 
     def overrides(self) -> dict[str, RouteState]:
         """Every override in force, routes and fields, by name."""
-        return {name: _state(o) for name, o in self._stored.items() if file_value(self.config, name) is not None}
+        return {name: override_state(o) for name, o in self._stored.items() if file_value(self.config, name) is not None}
 
     def stored(self, name: str) -> StoredOverride | None:
         return self._stored.get(name)
 
     def state(self, name: str) -> RouteState | None:
         """The effective mode/percent of a route or field (override, else file); None if unknown."""
-        fv = file_value(self.config, name)
-        if fv is None:
-            return None
-        o = self._stored.get(name)
-        return _state(o) if o is not None else RouteState(mode=fv[0], percent=fv[1])
+        return effective(self.config, name, self._stored.get(name))
 
     def field_state(self, name: str) -> RouteState | None:
         """Effective mode/percent of GraphQL field ``Type.field`` (for the gateway)."""
@@ -269,7 +249,7 @@ class FlipService:
             raise FlipError(
                 f"state changed meanwhile (now {current.mode.value} {current.percent:g}%); not applied", route=name
             )
-        percent = self._percent_for(name, mode, percent_in, current, fv)
+        percent = flip_percent(name, mode, percent_in, current, fv)
         if not is_field(name):
             rc = config.route(name)
             if rc is not None and mode is not Mode.LEGACY and not rc.target:
@@ -319,28 +299,6 @@ class FlipService:
             self._on_flip(outcome)
         return outcome
 
-    @staticmethod
-    def _percent_for(
-        name: str, mode: Mode, percent: float | None, current: RouteState, fv: tuple[Mode, float]
-    ) -> float:
-        if mode is not Mode.CANARY:
-            if percent is not None:
-                raise FlipError(f"--percent applies to canary only, not {mode.value}", route=name)
-            # The percent means nothing outside canary; keep the file's so a flip
-            # back to the file's mode clears the override.
-            return fv[1]
-        if percent is None:
-            if current.mode is Mode.CANARY:
-                return current.percent
-            raise FlipError("canary needs a percent (0..100), e.g. --percent 5", route=name)
-        try:
-            value = float(percent)
-        except (TypeError, ValueError) as exc:
-            raise FlipError(f"percent must be a number 0..100, got {percent!r}", route=name) from exc
-        if not 0.0 <= value <= 100.0:
-            raise FlipError(f"percent {value:g} is outside 0..100", route=name)
-        return value
-
     # -------------------------------------------------------------- reloads
 
     async def reload(self, config: StranglerConfig) -> list[AuditDraft]:
@@ -370,15 +328,11 @@ class FlipService:
         stored = dict(self._stored)
         clears: list[tuple[StoredOverride, AuditDraft]] = []
         for name, o in sorted(stored.items()):
-            fv = file_value(config, name)
-            if fv is None:
-                # Replicas share one file, so a name missing from it was removed (also across a restart).
-                why, to = "removed from the file; its override is dropped", (Mode.LEGACY, 0.0)
-            elif (fv[0].value, fv[1]) != (o.file_mode, o.file_percent):
-                why = f"the file changed it (was {o.file_mode} {o.file_percent:g}% when flipped by {o.updated_by})"
-                to = fv
-            else:
+            # Replicas share one file, so a name missing from it was removed (also across a restart).
+            why = stale_override(config, name, o)
+            if why is None:
                 continue
+            to = file_value(config, name) or (Mode.LEGACY, 0.0)
             clears.append((o, self._file_draft(name, RouteState(Mode(o.mode), o.percent), to, why)))
             del stored[name]
         # An override the new file makes impossible (e.g. its target is gone) is dropped too.
@@ -392,7 +346,7 @@ class FlipService:
                     raise
                 fv = file_value(config, o.name)
                 assert fv is not None
-                clears.append((o, self._file_draft(o.name, _state(o), fv, f"the file no longer allows it: {exc}")))
+                clears.append((o, self._file_draft(o.name, override_state(o), fv, f"the file no longer allows it: {exc}")))
         plain: list[AuditDraft] = []
         if old_config is not None:
             for name in self._names(config):
@@ -438,20 +392,10 @@ class FlipService:
             self._apply(self.config)
             return True
 
-    async def _poll_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
-            try:
-                await self.poll_once()
-            except StoreError as exc:  # a database hiccup must not stop propagation for good
-                log.warning("polling flips failed (will retry): %s", exc)
-            except Exception:  # noqa: BLE001 -- keep polling whatever happened; it is logged
-                log.exception("polling flips failed (will retry)")
-
     # -------------------------------------------------------------- helpers
 
     def _route_overrides(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> dict[str, RouteState]:
-        return {n: _state(o) for n, o in stored.items() if not is_field(n) and config.route(n) is not None}
+        return {n: override_state(o) for n, o in stored.items() if not is_field(n) and config.route(n) is not None}
 
     def _route_table(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> RouteTable:
         return RouteTable.build(config, self._route_overrides(config, stored))

@@ -9,7 +9,8 @@ an error -- on mirrored or served traffic alike -- and MISMATCH a mismatch; so
 the error rate is over all the traffic the candidate handled, and a route in
 ``extracted`` without reverse shadow (or canary at 100 %) is watched too.
 Legacy errors and skipped comparisons are not the candidate's doing and are
-not counted. The error rate is errors over every result in the window; the
+not counted, nor are TRANSIENT results (a mismatch gone when both sides were
+asked again: replication lag) -- neither as a sample nor as a mismatch. The error rate is errors over every result in the window; the
 mismatch rate is mismatches over the *compared* ones (served traffic cannot
 mismatch), judged only once at least ``min_samples`` were compared. When the
 window holds at least ``min_samples`` results and either rate is *above* its
@@ -45,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from strangler_proxy.config import GuardrailConfig, Mode, PromotionConfig
-from strangler_proxy.control.flips import ACTIVE_MODES, KIND_PROMOTION, KIND_ROLLBACK, FlipService, is_field
+from strangler_proxy.control.flips import ACTIVE_MODES, KIND_PROMOTION, KIND_ROLLBACK, FlipService
+from strangler_proxy.control.precedence import is_field
 from strangler_proxy.diff.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 from strangler_proxy.errors import FlipError, StranglerError
 
@@ -64,7 +66,7 @@ _COUNTED = {
     Verdict.SERVED: _SERVED,
     Verdict.CANDIDATE_ERROR: _ERROR,
     Verdict.MISMATCH: _MISMATCH,
-}
+}  # LEGACY_ERROR, SKIPPED and TRANSIENT are not the candidate's doing: not counted at all
 
 STATE_INACTIVE = "inactive"
 STATE_WARMING_UP = "warming up"

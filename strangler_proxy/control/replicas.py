@@ -1,0 +1,54 @@
+"""Replicas in step: every proxy replica (and worker process) polls the shared
+control database and applies the flips the others made.
+
+Flips are written to ``route_state`` in the same transaction as their audit
+row; a replica learns of them here within ``proxy.state_poll_interval_s``
+(0.5 s by default). A database hiccup is logged and retried: propagation never
+stops for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from strangler_proxy.errors import StoreError
+
+log = logging.getLogger("strangler.flips")
+
+
+class Pollable(Protocol):
+    async def poll_once(self) -> bool:
+        """Apply other replicas' flips; True if anything changed."""
+        ...
+
+
+class ReplicaPoller:
+    """Calls ``poll_once`` every ``interval_s`` in a task until stopped."""
+
+    def __init__(self, target: Pollable, interval_s: float) -> None:
+        self.target = target
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="strangler-flip-poll")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.target.poll_once()
+            except StoreError as exc:  # a database hiccup must not stop propagation for good
+                log.warning("polling flips failed (will retry): %s", exc)
+            except Exception:  # noqa: BLE001 -- keep polling whatever happened; it is logged
+                log.exception("polling flips failed (will retry)")
