@@ -11,7 +11,8 @@
     ├── GraphQLGatewayError    composition or planning failed
     │   └── BackendSDLUnavailable  a backend gave no SDL yet (down, slow): the gateway can wait
     ├── DataMoveError          a backfill, verify or sync run failed; carries ``service=``
-    └── NoiseModelError        a saved learned-noise model cannot be read (relearn)
+    ├── NoiseModelError        a saved learned-noise model cannot be read (relearn)
+    └── HarError               a traffic recording (HAR) cannot be replayed at all; carries ``source=``
 
 Library errors (aiohttp, SQLAlchemy, pydantic, yaml) are translated at the
 boundary with ``raise ... from exc`` so callers only ever catch these.
@@ -130,3 +131,17 @@ class DataMoveError(StranglerError):
 
 class NoiseModelError(StranglerError):
     """A persisted learned-noise model could not be read; discard it and relearn."""
+
+
+class HarError(StranglerError):
+    """A HAR file cannot be replayed at all (not JSON, truncated, not a HAR, another version).
+
+    Problems of single entries are not raised: they are listed and those entries skipped.
+
+    >>> str(HarError("not a HAR file", source="visit.har"))
+    'visit.har: not a HAR file'
+    """
+
+    def __init__(self, message: str, *, source: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")

@@ -1,29 +1,37 @@
-"""`strangler traffic`: send the stack's traffic plan through the proxy.
+"""`strangler traffic`: send the stack's traffic plan, or a recording, through the proxy.
 
 The plan comes from ``stack.traffic`` in strangler.yaml (the demo's: a mix of
-film-catalogue reads, votes and GraphQL queries).
+film-catalogue reads, votes and GraphQL queries). ``--replay FILE`` sends a
+HAR recording instead (:mod:`strangler_proxy.stack.har`) at its recorded pace
+(``--speed``), its writes only with ``--include-writes``; entries it cannot
+replay are named on stderr before anything is sent.
 
 A progress bar while it runs, then a table per request kind (requests, ok,
-errors, p50/p99) and the totals (statuses, achieved rate, schedule lag).
-``--json`` prints the summary as JSON instead. Exit code 1 when more than 1%
-of the requests failed (no answer, or a status the kind does not expect), 2
-when the plan cannot be built (no ``stack.traffic``, or the app cannot be asked
-what it needs).
+errors, p50/p99) and the totals (statuses, achieved rate, schedule lag, what
+a replay skipped). ``--json`` prints the summary as JSON instead. Exit code 1
+when more than 1% of the requests failed (no answer, or a status the kind does
+not expect), 2 when nothing can be sent: the plan cannot be built (no
+``stack.traffic``, or the app cannot be asked what it needs), or the recording
+cannot be read or has nothing to replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from strangler_proxy.cli.common import ConfigOption, config_and_stack
-from strangler_proxy.errors import StranglerError
+from strangler_proxy.errors import HarError, StranglerError
+from strangler_proxy.stack.har import SKIPPED_WRITE, Recording, Replay, parse_har
 from strangler_proxy.stack.traffic import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DURATION_S,
@@ -37,13 +45,21 @@ from strangler_proxy.stack.traffic import (
     Outcome,
     PlanFactory,
     PlanSettings,
+    Schedule,
+    SteadyRate,
     TrafficOptions,
     TrafficSummary,
-    run_traffic,
+    run_schedule,
+    traffic_client,
 )
 
 EXIT_FAILED = 1
 EXIT_PROBLEM = 2
+# Refused entries named one per line on stderr; past this many, a count (--json lists every one).
+SHOWN_PROBLEMS = 20
+# Options of the generated mix and of a replay: neither takes the other's.
+MIX_OPTIONS = ("rate", "duration", "seed", "titles", "graphql_share", "vote_share", "config")
+REPLAY_OPTIONS = ("speed", "include_writes", "host")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -72,6 +88,10 @@ def _print_summary(summary: TrafficSummary, url: str) -> None:
         f"({summary.achieved_rate:.1f}/s); schedule lag p99 {_ms(summary.lag_ms(99))} ms"
         + (f"; {summary.dropped} not sent before the end" if summary.dropped else "")
     )
+    if summary.skipped is not None:
+        parts = [f"{reason}: {n}" + (" (--include-writes sends them)" if reason == SKIPPED_WRITE else "")
+                 for reason, n in summary.skipped.items() if n]
+        console.print(f"skipped   {', '.join(parts) if parts else 'none'}")
     if summary.errors:
         reasons = ", ".join(f"{r}: {n}" for r, n in summary.error_reasons().items())
         colour = "red" if summary.failed else "yellow"
@@ -91,20 +111,18 @@ def _factory(config: str) -> PlanFactory:
     return factory
 
 
-async def _run(url: str, options: TrafficOptions, factory: PlanFactory, settings: PlanSettings,
-               show_progress: bool) -> TrafficSummary:
-    limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=options.timeout_s, limits=limits) as client:
-        try:
-            plan = await factory(client, settings)
-        except (httpx.HTTPError, ValueError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(EXIT_PROBLEM) from exc
+async def _run(url: str, concurrency: int, timeout_s: float,
+               schedule_of: Callable[[httpx.AsyncClient], Awaitable[Schedule]],
+               show_progress: bool, *, default_headers: bool = True) -> TrafficSummary:
+    """Open the client, get the schedule (it may ask the app), send it with a progress bar."""
+    async with traffic_client(url, concurrency=concurrency, timeout_s=timeout_s,
+                              default_headers=default_headers) as client:
+        schedule = await schedule_of(client)
         with Progress(
             TextColumn("traffic"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errors]} errors"),
             TimeElapsedColumn(), console=console, disable=not show_progress, transient=False,
         ) as bar:
-            task = bar.add_task("traffic", total=options.planned, errors=0)
+            task = bar.add_task("traffic", total=schedule.planned, errors=0)
             errors = 0
 
             def done(outcome: Outcome) -> None:
@@ -112,12 +130,87 @@ async def _run(url: str, options: TrafficOptions, factory: PlanFactory, settings
                 errors += outcome.error is not None
                 bar.update(task, advance=1, errors=errors)
 
-            return await run_traffic(options, plan, client, on_done=done)
+            return await run_schedule(schedule, client, concurrency=concurrency, timeout_s=timeout_s, on_done=done)
+
+
+def _steady(options: TrafficOptions, factory: PlanFactory,
+            settings: PlanSettings) -> Callable[[httpx.AsyncClient], Awaitable[Schedule]]:
+    async def schedule_of(client: httpx.AsyncClient) -> Schedule:
+        try:
+            plan = await factory(client, settings)
+        except (httpx.HTTPError, ValueError) as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_PROBLEM) from exc
+        return SteadyRate(plan, options)
+
+    return schedule_of
+
+
+def _given(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The options among ``names`` given on the command line (or by environment)."""
+    found = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            found.append("--" + name.replace("_", "-"))
+    return found
+
+
+def _replay_of(path: Path, host: str | None, speed: float, include_writes: bool, as_json: bool) -> Replay:
+    """Read the recording and name each entry it refuses; exit 2 when nothing can be replayed."""
+    try:
+        recording = parse_har(path.read_bytes(), source=str(path), host=host)
+    except OSError as exc:
+        err_console.print(f"[red]error:[/red] cannot read {escape(str(path))}: {escape(exc.strerror or str(exc))}")
+        raise typer.Exit(EXIT_PROBLEM) from exc
+    except HarError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_PROBLEM) from exc
+    replay = Replay(recording, speed=speed, include_writes=include_writes)
+    shown = recording.problems if as_json else recording.problems[:SHOWN_PROBLEMS]
+    for problem in shown:
+        err_console.print(f"[yellow]not replayed:[/yellow] {escape(str(path))}: {escape(str(problem))}")
+    if len(shown) < len(recording.problems):
+        err_console.print(f"[yellow]not replayed:[/yellow] {len(recording.problems) - len(shown)} more entries "
+                          "(--json lists every one)")
+    if not replay.planned:
+        err_console.print(f"[red]error:[/red] {escape(str(path))}: nothing to replay: {_nothing_why(replay)}")
+        raise typer.Exit(EXIT_PROBLEM)
+    if not as_json:
+        pace = "all at once" if not speed else f"over {replay.span_s:.1f}s"
+        console.print(f"replaying {replay.planned} requests of {escape(str(path))} recorded on "
+                      f"{escape(recording.host or '-')} ({pace}, --speed {speed:g})")
+    return replay
+
+
+def _nothing_why(replay: Replay) -> str:
+    recording = replay.recording
+    if not recording.entries:
+        return "the recording has no entries"
+    if recording.requests:
+        return f"all {len(recording.requests)} requests to {recording.host} are writes (--include-writes sends them)"
+    if recording.hosts:
+        hosts = ", ".join(f"{h} ({n})" for h, n in recording.hosts.items())
+        return f"no entry is to host {recording.host} (entries per host: {hosts})"
+    return f"none of its {recording.entries} entries can be replayed (see above)"
+
+
+def _replay_json(summary: TrafficSummary, replay: Replay) -> dict[str, object]:
+    recording: Recording = replay.recording
+    return {
+        **summary.as_json(),
+        "replay": {
+            "file": recording.source, "host": recording.host, "entries": recording.entries,
+            "speed": replay.speed, "include_writes": replay.include_writes,
+            "problems": [p.as_json() for p in recording.problems],
+        },
+    }
 
 
 def register(app: typer.Typer) -> None:
     @app.command("traffic")
     def traffic(
+        ctx: typer.Context,
         url: str = typer.Option(DEFAULT_URL, "--url", help="Where to send it (the proxy)"),
         rate: float = typer.Option(DEFAULT_RATE, min=0.1, help="Requests per second (open loop)"),
         duration: float = typer.Option(DEFAULT_DURATION_S, min=0.1, help="Seconds to send for"),
@@ -131,16 +224,44 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(DEFAULT_TIMEOUT_S, min=0.1, help="Seconds one request may take"),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable summary (no progress bar)"),
         config: str = ConfigOption,
+        replay: Path | None = typer.Option(
+            None, "--replay", metavar="FILE", help="Replay a HAR recording (browser devtools, mitmproxy) instead"
+        ),
+        speed: float = typer.Option(
+            1.0, min=0, help="With --replay: pace times this (2: twice as fast; 0: as fast as --concurrency allows)"
+        ),
+        include_writes: bool = typer.Option(
+            False, "--include-writes", help="With --replay: send writes (POST, PUT, PATCH, DELETE...) too"
+        ),
+        host: str | None = typer.Option(
+            None, "--host", help="With --replay: the recorded host to replay [default: the most common one]"
+        ),
     ) -> None:
-        """Send the stack's repeatable traffic plan (reads, writes, GraphQL) through the proxy."""
-        if graphql_share + vote_share > 1:
-            err_console.print("[red]error:[/red] --graphql-share plus --vote-share must be at most 1")
+        """Send the stack's repeatable traffic plan (reads, writes, GraphQL), or a recording, through the proxy."""
+        wrong = _given(ctx, MIX_OPTIONS if replay is not None else REPLAY_OPTIONS)
+        if wrong:
+            needs = "only without --replay" if replay is not None else "only with --replay FILE"
+            err_console.print(f"[red]error:[/red] {', '.join(wrong)}: {needs}")
             raise typer.Exit(EXIT_PROBLEM)
-        options = TrafficOptions(rate=rate, duration_s=duration, concurrency=concurrency, timeout_s=timeout)
-        settings = PlanSettings(seed=seed, size=titles, graphql_share=graphql_share, write_share=vote_share)
-        summary = asyncio.run(_run(url.rstrip("/"), options, _factory(config), settings, show_progress=not as_json))
+        if replay is not None:
+            recorded_plan = _replay_of(replay, host, speed, include_writes, as_json)
+
+            async def recorded(_client: httpx.AsyncClient) -> Schedule:
+                return recorded_plan
+
+            # Only the recorded headers go out: none of the client's own defaults.
+            summary = asyncio.run(_run(url.rstrip("/"), concurrency, timeout, recorded, show_progress=not as_json,
+                                       default_headers=False))
+        else:
+            if graphql_share + vote_share > 1:
+                err_console.print("[red]error:[/red] --graphql-share plus --vote-share must be at most 1")
+                raise typer.Exit(EXIT_PROBLEM)
+            options = TrafficOptions(rate=rate, duration_s=duration, concurrency=concurrency, timeout_s=timeout)
+            settings = PlanSettings(seed=seed, size=titles, graphql_share=graphql_share, write_share=vote_share)
+            steady = _steady(options, _factory(config), settings)
+            summary = asyncio.run(_run(url.rstrip("/"), concurrency, timeout, steady, show_progress=not as_json))
         if as_json:
-            typer.echo(json.dumps(summary.as_json()))
+            typer.echo(json.dumps(summary.as_json() if replay is None else _replay_json(summary, recorded_plan)))
         else:
             _print_summary(summary, url)
         if summary.failed:

@@ -6,7 +6,8 @@
                   ``stack:`` section resolved (``module:attribute`` or a command)
 - ``runners``     an app, a command or a sync worker inside one event loop
 - ``components``  what ``strangler up`` starts, and :func:`run_stack`
-- ``traffic``     a plan's requests sent through the proxy at a steady rate
+- ``traffic``     a plan's requests sent through the proxy on schedule (a steady rate)
+- ``har``         a HAR recording read into a replay schedule (``strangler traffic --replay``)
 
 The toolkit never imports a monolith or a service: they register here.
 """
