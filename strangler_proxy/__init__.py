@@ -13,8 +13,9 @@ order a request meets it:
 - ``datamove/``  backfill and outbox sync of an extracted service's data
 - ``stack/``     the apps strangler.yaml names, and running them
 - ``server``     assembles one running proxy replica; ``cli/`` is the ``strangler`` command
-- shared: ``errors``, ``headers`` (X-Strangler-*), ``databases``, ``migrate``,
-  ``migration_env``, ``provision``, ``logs``, ``metrics``
+- shared: ``errors``, ``headers`` (X-Strangler-*), ``disclosure`` (who may learn which
+  backend answered), ``databases``, ``migrate``, ``migration_env``, ``provision``, ``logs``,
+  ``metrics``
 
 Errors are all :class:`~strangler_proxy.errors.StranglerError` subclasses.
 """

@@ -342,6 +342,10 @@ class GraphQLConfig(_Frozen):
     sdl_wait_s: float = Field(default=10.0, ge=0)
     # Browser origins allowed to call the gateway (CORS), e.g. a GraphQL IDE's; "*" for any. None by default.
     cors_origins: list[str] = Field(default_factory=list)
+    # Tell every client which backend answered: extensions.strangler.servedBy and serviceName on
+    # backend errors in GraphQL answers, X-Strangler-Served-By on REST answers. Off: only requests
+    # with a valid admin token in X-Strangler-Admin-Token are told (strangler_proxy/disclosure.py).
+    expose_served_by: bool = False
 
     @field_validator("fields")
     @classmethod

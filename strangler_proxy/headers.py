@@ -17,3 +17,5 @@ CONTROL_PREFIX = b"x-strangler-"  # lower-case, as the forwarder compares raw he
 SHADOW_HEADER = ("X-Strangler-Shadow", "1")  # on every mirrored request
 DRY_RUN_HEADER = ("X-Strangler-Dry-Run", "1")  # on every mirrored write: the service rolls it back
 FALLBACK_HEADER = "X-Strangler-Fallback"  # on an answer legacy gave after the target failed
+SERVED_BY_HEADER = "X-Strangler-Served-By"  # on an answer, naming its upstream (only when disclosure.py allows)
+ADMIN_TOKEN_HEADER = "X-Strangler-Admin-Token"  # a client asking to be told who served it (read, never forwarded)

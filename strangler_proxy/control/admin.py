@@ -20,7 +20,6 @@ goes only to the log line carrying the same id.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import logging
@@ -36,6 +35,7 @@ from strangler_proxy.config import Mode
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import file_value
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
+from strangler_proxy.disclosure import matching_token
 from strangler_proxy.errors import ConfigError, FlipError, StoreError, StranglerError
 
 log = logging.getLogger("strangler.admin")
@@ -107,15 +107,6 @@ def _store_unavailable(what: str, exc: StoreError) -> web.Response:
     return _logged_error(503, "store_unavailable", f"{what}: the control database failed", exc, what)
 
 
-def _who(tokens: Mapping[str, str], presented: str) -> str | None:
-    """The name of the token presented; compares against every token so timing says nothing."""
-    found: str | None = None
-    for name, token in tokens.items():
-        if hmac.compare_digest(token.encode(), presented.encode()):
-            found = name
-    return found
-
-
 @web.middleware
 async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
@@ -126,7 +117,7 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
         hint = "" if tokens else " (no admin token is configured: set STRANGLER_ADMIN_TOKEN)"
         return _error(401, "unauthorized", "send Authorization: Bearer <admin token>" + hint,
                       **{"WWW-Authenticate": 'Bearer realm="strangler-admin"'})
-    who = _who(tokens, presented.strip())
+    who = matching_token(tokens, presented.strip())
     if who is None:
         return _error(403, "forbidden", "this token is not an admin token")
     request[WHO] = who

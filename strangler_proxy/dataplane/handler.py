@@ -44,9 +44,10 @@ from strangler_proxy.dataplane.shadow import (
     ShadowJob,
 )
 from strangler_proxy.diff.exchange import Exchange, Side
+from strangler_proxy.disclosure import may_disclose
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.graphql.gateway import GraphQLGateway
-from strangler_proxy.headers import DRY_RUN_HEADER, FALLBACK_HEADER, SHADOW_HEADER
+from strangler_proxy.headers import DRY_RUN_HEADER, FALLBACK_HEADER, SERVED_BY_HEADER, SHADOW_HEADER
 from strangler_proxy.routing.canary import serves_target
 from strangler_proxy.routing.router import Route
 
@@ -152,7 +153,7 @@ class ProxyHandler:
         if not path.startswith("/") and "://" in path:  # absolute-form -> origin-form
             path = "/" + path.split("://", 1)[1].partition("/")[2]
         if self.graphql is not None and path == snap.config.graphql.path:
-            return await self._serve_graphql(request, self.graphql, start)
+            return await self._serve_graphql(request, self.graphql, snap.config, start)
         route = snap.table.match(method, path, request.headers)
 
         # ---- choose the side that serves, and whether to mirror
@@ -180,9 +181,11 @@ class ProxyHandler:
         assert served.response is not None
         return served.response
 
-    async def _serve_graphql(self, request: BaseRequest, gateway: GraphQLGateway, start: float) -> web.StreamResponse:
+    async def _serve_graphql(self, request: BaseRequest, gateway: GraphQLGateway, config: StranglerConfig,
+                             start: float) -> web.StreamResponse:
         """The gateway answers; each field goes to its owner (see graphql/gateway.py)."""
-        response = await gateway.handle(request)  # type: ignore[arg-type]  # BaseRequest is enough
+        disclose = may_disclose(config, request.headers)  # the running config's flag and tokens
+        response = await gateway.handle(request, disclose=disclose)  # type: ignore[arg-type]  # BaseRequest is enough
         duration = time.perf_counter() - start
         runtime = self.runtime
         runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, response.status, duration)
@@ -329,6 +332,8 @@ class ProxyHandler:
             served.body = _Tee(tee.limit)
         if served.fallback:
             out_headers.append((FALLBACK_HEADER, "1"))
+        if may_disclose(config, request.headers):  # one flag, one header lookup when it is not
+            out_headers.append((SERVED_BY_HEADER, upstream))
         length = resp.content_length
         if length is not None and length <= SMALL_BODY:
             await self._send_whole(request, resp, served, out_headers)

@@ -6,6 +6,7 @@
     executor.py      Plan -> merged answer (batched _entities per backend per level)
     shaping.py       merged answer -> the client's answer (graphql-core semantics)
     field_shadow.py  shadowed fields -> ShadowPairs keyed graphql:Type.field
+    codes.py         the errors a client gets: extensions.code, serviceName only when allowed
     gateway.py       the aiohttp handler, caches, introspection
 """
 

@@ -5,8 +5,9 @@ every entity fetch whose parents have arrived: the fetches of one level that go
 to one backend share one HTTP request (``e0: _entities(...) e1: _entities(...)``),
 and each fetch sends every distinct entity once. A backend that cannot be
 reached leaves its fields null with an error at each of their paths, so the
-client gets partial data, as the GraphQL spec says. Backend errors are moved
-to their paths in the merged answer.
+client gets partial data, as the GraphQL spec says (code ``SUBGRAPH_ERROR``).
+Backend errors are moved to their paths in the merged answer, with their codes
+and the backend's name (:mod:`.codes`; the gateway decides who sees the name).
 
 The merged answer still holds the planner's ``_gw_`` fields; :mod:`.shaping`
 turns it into the client's answer.
@@ -24,6 +25,7 @@ import aiohttp
 import orjson
 
 from strangler_proxy.errors import ConfigError
+from strangler_proxy.graphql.codes import backend_error, passed_on
 from strangler_proxy.graphql.metrics import PATH_SERVED, PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import in_canary
 from strangler_proxy.graphql.planner import TYPENAME_ALIAS, Fetch, KeyFields, Path, Plan, Split
@@ -117,11 +119,6 @@ class BackendClient:
 _BACKEND_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-def backend_error(backend: str, reason: str, path: ResponsePath) -> JSON:
-    return {"message": f"backend {backend!r} unavailable: {reason}", "path": list(path),
-            "extensions": {"code": "BACKEND_UNAVAILABLE", "backend": backend}}
-
-
 def deep_merge(dst: JSON, src: Mapping[str, Any]) -> None:
     for k, v in src.items():
         cur = dst.get(k)
@@ -186,6 +183,24 @@ class FetchTrace:
         self.ran.append(f)
         if failure is not None:
             self.failed[f.id] = failure
+
+    def served_by(self) -> dict[str, str]:
+        """Response path (``title.rating``, no list indices) -> the backend that resolved it and
+        everything under it that is not named deeper. A canary split per entity that sent some
+        entities to each side names both, comma-separated.
+
+        >>> from strangler_proxy.graphql.planner import Fetch
+        >>> t = FetchTrace()
+        >>> t.record(Fetch(1, "legacy", (), "", (), response_keys=("title",)), None)
+        >>> t.record(Fetch(2, "ratings", ("title",), "", (), response_keys=("rating",)), None)
+        >>> t.served_by()
+        {'title': 'legacy', 'title.rating': 'ratings'}
+        """
+        found: dict[str, set[str]] = {}
+        for f in self.ran:
+            for rk in f.response_keys:
+                found.setdefault(".".join((*f.path, rk)), set()).add(f.backend)
+        return {path: ",".join(sorted(found[path])) for path in sorted(found)}
 
 
 @dataclass
@@ -278,7 +293,7 @@ class Executor:
                 data.setdefault(rk, None)
         for e in body.get("errors") or ():
             if isinstance(e, dict):
-                errors.append(_without_locations(e))
+                errors.append(passed_on(e, f.backend))
 
     def _batch_document(self, jobs: Sequence[EntityJob]) -> str:
         ids = tuple(j.fetch.id for j in jobs)
@@ -333,7 +348,7 @@ class Executor:
                             obj.setdefault(rk, None)
         for e in body.get("errors") or ():
             if isinstance(e, dict):
-                errors.extend(_relocate(e, jobs))
+                errors.extend(_relocate(passed_on(e, backend), jobs))
 
 
 def _first_error(body: JSON) -> str | None:
@@ -348,15 +363,10 @@ def _subset(variables: Mapping[str, Any], names: Sequence[str]) -> JSON:
     return {n: variables[n] for n in names if n in variables}
 
 
-def _without_locations(e: JSON) -> JSON:
-    # Locations point into the backend's document, not the client's: meaningless here.
-    return {k: v for k, v in e.items() if k != "locations"}
-
-
 def _relocate(e: JSON, jobs: Sequence[EntityJob]) -> list[JSON]:
     """An error of a batched ``_entities`` call, moved to the paths of the objects it concerns."""
     path = e.get("path")
-    base = _without_locations(e)
+    base = dict(e)
     if not (isinstance(path, list) and len(path) >= 2 and isinstance(path[0], str) and path[0].startswith("e")
             and isinstance(path[1], int)):
         base.pop("path", None)

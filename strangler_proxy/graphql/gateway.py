@@ -5,6 +5,11 @@
       -> execute (executor.py) -> shape (shaping.py) -> respond
       -> hand the plan's shadows to the FieldShadower (background, bounded)
 
+Every error a client gets carries ``extensions.code`` (:mod:`.codes`). Which
+backend served which field (``extensions.strangler.servedBy``) and the
+``serviceName`` of backend errors are told only to those allowed to know
+(strangler_proxy/disclosure.py); everyone else never sees a backend's name.
+
 The composed schema and the :class:`~.ownership.Ownership` are immutable and
 swapped whole (:meth:`GraphQLGateway.set_ownership`), so a request in flight
 keeps the table it started with.
@@ -16,6 +21,8 @@ keeps the table it started with.
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -30,7 +37,21 @@ from graphql import DocumentNode, GraphQLError, OperationType
 from prometheus_client import CollectorRegistry
 
 from strangler_proxy.config import StranglerConfig
+from strangler_proxy.disclosure import may_disclose
 from strangler_proxy.errors import GraphQLGatewayError
+from strangler_proxy.graphql.codes import (
+    BAD_REQUEST,
+    BAD_USER_INPUT,
+    INTERNAL_SERVER_ERROR,
+    OPERATION_RESOLUTION_FAILURE,
+    PARSE_FAILED,
+    PERSISTED_QUERY_NOT_SUPPORTED,
+    VALIDATION_FAILED,
+    Refused,
+    coded,
+    error,
+    finish,
+)
 from strangler_proxy.graphql.compose import ComposedSchema, compose, load_sdls
 from strangler_proxy.graphql.executor import BackendClient, Executor, FetchTrace
 from strangler_proxy.graphql.field_shadow import FieldShadower
@@ -40,6 +61,8 @@ from strangler_proxy.graphql.planner import Plan, operation_of, plan_operation, 
 from strangler_proxy.graphql.projection import Projector
 from strangler_proxy.graphql.shaping import shape
 
+log = logging.getLogger("strangler.graphql")
+
 JSON = dict[str, Any]
 DEFAULT_DOCUMENT_CACHE = 1000
 DEFAULT_PLAN_CACHE = 1000
@@ -47,6 +70,7 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _ALLOW = {"Allow": "GET, POST, OPTIONS"}
 SHAPED_COMPILED = "compiled"
 SHAPED_GRAPHQL_CORE = "graphql-core"
+ERROR_ID_BYTES = 6  # an internal error's id, in the answer and in the log line with the detail
 
 
 @dataclass
@@ -84,17 +108,14 @@ class _LRU(OrderedDict[Any, Any]):
             self.popitem(last=False)
 
 
-def _error(message: str) -> JSON:
-    return {"message": message}
-
-
 class GraphQLGateway:
     """One composed schema in front of many GraphQL backends (see the module docstring)."""
 
     def __init__(self, composed: ComposedSchema, ownership: Ownership, executor: Executor, *,
                  shadower: FieldShadower | None = None, document_cache: int = DEFAULT_DOCUMENT_CACHE,
                  plan_cache: int = DEFAULT_PLAN_CACHE, compiled_shapes: bool = True,
-                 metrics: GraphQLMetrics | None = None, cors_origins: tuple[str, ...] = ()) -> None:
+                 metrics: GraphQLMetrics | None = None, cors_origins: tuple[str, ...] = (),
+                 config: StranglerConfig | None = None) -> None:
         ownership.check(composed)
         self.composed = composed
         self.ownership = ownership
@@ -105,6 +126,9 @@ class GraphQLGateway:
         self.compiled_shapes = compiled_shapes  # False: every answer is shaped by graphql-core (tests compare)
         self.metrics = metrics if metrics is not None else GraphQLMetrics()
         self.cors_origins = frozenset(cors_origins)  # browser origins allowed to call (CORS); "*": any
+        # Who may learn which backend served what, when handle() is not told by the proxy
+        # (mounted on its own): this config's graphql.expose_served_by and admin tokens. None: nobody.
+        self.config = config
 
     @classmethod
     async def create(cls, config: StranglerConfig, session: aiohttp.ClientSession, *,
@@ -140,7 +164,8 @@ class GraphQLGateway:
                                      batch_window_s=gql.shadow_batch_window_s, batch_size=gql.shadow_batch_size,
                                      metrics=metrics, **dict(shadower_args))
         return cls(composed, Ownership.build(gql, overrides), executor, shadower=shadower,
-                   compiled_shapes=compiled_shapes, metrics=metrics, cors_origins=tuple(gql.cors_origins))
+                   compiled_shapes=compiled_shapes, metrics=metrics, cors_origins=tuple(gql.cors_origins),
+                   config=config)
 
     # ------------------------------------------------------------ the table
     def set_ownership(self, ownership: Ownership) -> None:
@@ -158,10 +183,10 @@ class GraphQLGateway:
             try:
                 doc = graphql.parse(query)
             except GraphQLError as exc:
-                got = _Parsed(None, [exc.formatted])
+                got = _Parsed(None, [coded(exc, PARSE_FAILED)])
             else:
                 errs = graphql.validate(self.composed.schema, doc)
-                got = _Parsed(None if errs else doc, [e.formatted for e in errs])
+                got = _Parsed(None if errs else doc, [coded(e, VALIDATION_FAILED) for e in errs])
             self._documents.put(query, got)
         return got
 
@@ -176,7 +201,10 @@ class GraphQLGateway:
         key = (query, operation_name, ownership.version)
         prep: _Prepared | None = self._plans.get_or(key)
         if prep is None:
-            op = operation_of(document, operation_name)
+            try:
+                op = operation_of(document, operation_name)
+            except GraphQLGatewayError as exc:
+                raise Refused(400, OPERATION_RESOLUTION_FAILURE, str(exc)) from exc
             prep = _Prepared(op, root_canary_fields(self.composed, ownership, op),
                              Projector(self.composed.schema, document, op))
             self._plans.put(key, prep)
@@ -190,29 +218,46 @@ class GraphQLGateway:
 
     async def execute(self, query: str, variables: Mapping[str, Any] | None = None,
                       operation_name: str | None = None, headers: Mapping[str, str] | None = None,
-                      *, allow_mutation: bool = True) -> tuple[int, JSON]:
-        """Answer one operation: (HTTP status, response body)."""
-        variables = variables or {}
-        headers = headers if headers is not None else {}
+                      *, allow_mutation: bool = True, disclose: bool = False) -> tuple[int, JSON]:
+        """Answer one operation: (HTTP status, response body).
+
+        ``disclose``: the client may learn which backend served what (``extensions.strangler.servedBy``,
+        ``serviceName`` on backend errors); decided by the caller (strangler_proxy/disclosure.py).
+        An unexpected failure is a 500 with one INTERNAL_SERVER_ERROR naming an error id, whose
+        detail goes only to the log line carrying the same id."""
+        try:
+            return await self._execute(query, variables or {}, operation_name,
+                                       headers if headers is not None else {}, allow_mutation, disclose)
+        except Refused as exc:
+            return exc.status, exc.body()
+        except Exception as exc:  # noqa: BLE001 - the client gets a GraphQL answer, the log the detail
+            error_id = secrets.token_hex(ERROR_ID_BYTES)
+            log.error("GraphQL request failed (error id %s): %s", error_id, exc, exc_info=exc)
+            return 500, {"errors": [error(f"internal error (error id {error_id})", INTERNAL_SERVER_ERROR)]}
+
+    async def _execute(self, query: str, variables: Mapping[str, Any], operation_name: str | None,
+                       headers: Mapping[str, str], allow_mutation: bool, disclose: bool) -> tuple[int, JSON]:
         parsed = self.parse(query)
         if parsed.document is None:
             return 400, {"errors": parsed.errors}
         try:
             prep, plan = self._prepare(query, parsed.document, operation_name, variables, headers)
-        except GraphQLGatewayError as exc:
-            return 400, {"errors": [_error(str(exc))]}
+        except GraphQLGatewayError as exc:  # a plan the composed schema cannot serve: the gateway's fault
+            return 400, {"errors": [error(str(exc), INTERNAL_SERVER_ERROR)]}
         op = prep.op
         if op.operation == OperationType.MUTATION and not allow_mutation:
-            return 405, {"errors": [_error("mutations must be sent with POST")]}
+            return 405, {"errors": [error("mutations must be sent with POST", BAD_REQUEST)]}
         coerced: Mapping[str, Any] = {}
         if op.variable_definitions:  # nothing to coerce (extra variables are ignored, as graphql-core does)
             values = graphql.get_variable_values(self.composed.schema, op.variable_definitions, dict(variables))
             if isinstance(values, list):
-                return 400, {"errors": [e.formatted for e in values]}
+                return 400, {"errors": [coded(e, BAD_USER_INPUT) for e in values]}
             coerced = values.coerced
         # Fields a target serves are recorded (SERVED, or CANDIDATE_ERROR when it failed), as the
         # proxy does for REST routes: guardrails then watch an extracted field with no shadow too.
-        trace = FetchTrace() if self.shadower is not None and self.ownership.targets_serve else None
+        # The same trace says who served what, for a client allowed to know.
+        record = self.shadower is not None and self.ownership.targets_serve
+        trace = FetchTrace() if record or disclose else None
         start = time.perf_counter()
         data, errors = await self.executor.run(plan, variables, headers, trace)
         elapsed = time.perf_counter() - start
@@ -221,36 +266,46 @@ class GraphQLGateway:
         if body is None:
             body = shape(self.composed.schema, parsed.document, operation_name, variables, data, errors)
             self.metrics.inc(self.metrics.shaped, SHAPED_GRAPHQL_CORE)
+            if "errors" in body:
+                finish(body["errors"], disclose=disclose)
         else:
             self.metrics.inc(self.metrics.shaped, SHAPED_COMPILED)
+        if disclose and trace is not None:
+            body["extensions"] = {"strangler": {"servedBy": trace.served_by()}}
         # The bookkeeping and the shadows run once this task yields: after the answer is on its way.
         shadower = self.shadower
-        if shadower is not None and (plan.shadows or trace is not None):
+        if shadower is not None and (plan.shadows or record):
             loop = asyncio.get_running_loop()
-            if trace is not None and trace.ran:
+            if record and trace is not None and trace.ran:
                 loop.call_soon(shadower.served, self.ownership, trace, elapsed)
             if plan.shadows:
                 loop.call_soon(shadower.launch, self.composed, self.ownership, plan.shadows, parsed.document,
                                operation_name, data, variables, headers, elapsed)
         return 200, body
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request, *, disclose: bool | None = None) -> web.Response:
         """aiohttp handler: GET (queries) and POST (JSON or application/graphql); OPTIONS answers
-        a browser's CORS preflight (allowed origins only: ``graphql.cors_origins``)."""
+        a browser's CORS preflight (allowed origins only: ``graphql.cors_origins``).
+
+        ``disclose``: whether the client may learn which backend served what, as the proxy decided
+        it; None (mounted on its own): decided here from the config the gateway was created with."""
         cors = self._cors(request) if self.cors_origins else None
         if request.method not in ("GET", "POST"):
             if request.method == "OPTIONS":
                 return web.Response(status=204, headers={**_ALLOW, **(cors or {})})
-            response = _respond(405, {"errors": [_error(f"method {request.method} not allowed; use GET or POST")]})
+            response = _respond(405, {"errors": [error(f"method {request.method} not allowed; use GET or POST",
+                                                        BAD_REQUEST)]})
             response.headers.update(_ALLOW)
         else:
+            if disclose is None:
+                disclose = self.config is not None and may_disclose(self.config, request.headers)
             try:
                 query, variables, operation_name = await _read_request(request)
-            except ValueError as exc:
-                response = _respond(400, {"errors": [_error(str(exc))]})
+            except Refused as exc:
+                response = _respond(exc.status, exc.body())
             else:
                 status, body = await self.execute(query, variables, operation_name, request.headers,
-                                                  allow_mutation=request.method == "POST")
+                                                  allow_mutation=request.method == "POST", disclose=disclose)
                 response = _respond(status, body)
         if cors:
             response.headers.update(cors)
@@ -293,27 +348,45 @@ async def _read_request(request: web.Request) -> tuple[str, JSON, str | None]:
         try:
             parsed_vars = orjson.loads(variables) if variables else {}
         except orjson.JSONDecodeError as exc:
-            raise ValueError("variables is not JSON") from exc
-        return _checked(q.get("query"), parsed_vars, q.get("operationName"))
+            raise _bad_request("variables is not JSON") from exc
+        return _checked(q.get("query"), parsed_vars, q.get("operationName"), q.get("extensions"))
     raw = await request.read()
     if request.content_type == "application/graphql":
         return _checked(raw.decode("utf-8", "replace"), {}, None)
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ValueError("the body is not JSON") from exc
+        raise _bad_request("the body is not JSON") from exc
     if not isinstance(payload, dict):
-        raise ValueError("the body must be a JSON object with 'query'")
-    return _checked(payload.get("query"), payload.get("variables") or {}, payload.get("operationName"))
+        raise _bad_request("the body must be a JSON object with 'query'")
+    return _checked(payload.get("query"), payload.get("variables") or {}, payload.get("operationName"),
+                    payload.get("extensions"))
 
 
-def _checked(query: Any, variables: Any, operation_name: Any) -> tuple[str, JSON, str | None]:
+def _asks_persisted_query(extensions: Any) -> bool:
+    if isinstance(extensions, str):  # GET: a JSON text in the query string
+        try:
+            extensions = orjson.loads(extensions)
+        except orjson.JSONDecodeError:
+            return False
+    return isinstance(extensions, dict) and "persistedQuery" in extensions
+
+
+def _bad_request(message: str) -> Refused:
+    return Refused(400, BAD_REQUEST, message)
+
+
+def _checked(query: Any, variables: Any, operation_name: Any, extensions: Any = None) -> tuple[str, JSON, str | None]:
     if not isinstance(query, str) or not query.strip():
-        raise ValueError("must provide a query string")
+        if _asks_persisted_query(extensions):
+            # An automatic-persisted-query client sent only the hash: this code tells it to send the
+            # whole query from now on (none are stored here).
+            raise Refused(400, PERSISTED_QUERY_NOT_SUPPORTED, "PersistedQueryNotSupported")
+        raise _bad_request("must provide a query string")
     if not isinstance(variables, dict):
-        raise ValueError("variables must be a JSON object")
+        raise _bad_request("variables must be a JSON object")
     if operation_name is not None and not isinstance(operation_name, str):
-        raise ValueError("operationName must be a string")
+        raise _bad_request("operationName must be a string")
     return query, variables, operation_name
 
 

@@ -101,8 +101,14 @@ async def test_errors_keep_their_paths_and_null_propagates(stack: Stack) -> None
     gw = await stack.gateway(EXTRACTED)
     q = '{ failing products(first: 4) { id secret rating } strictProduct(id: "zz") { id } }'
     status, body = await gw.execute(q)
-    assert body == direct(stack, q)
-    assert {tuple(e["path"]) for e in body["errors"]} == {("failing",), ("products", 2, "secret"), ("strictProduct",)}
+    # A backend's own code is kept, the others get Apollo Gateway's; no backend is named.
+    codes = {tuple(e["path"]): e["extensions"]["code"] for e in body["errors"]}
+    assert codes == {("failing",): "BROKEN", ("products", 2, "secret"): "DOWNSTREAM_SERVICE_ERROR",
+                     ("strictProduct",): "DOWNSTREAM_SERVICE_ERROR"}
+    for e in body["errors"]:
+        if e["extensions"] == {"code": "DOWNSTREAM_SERVICE_ERROR"}:
+            del e["extensions"]
+    assert body == direct(stack, q)  # otherwise exactly what the backend said
 
 
 async def test_a_backend_that_is_down_gives_partial_data(stack: Stack) -> None:
@@ -112,7 +118,10 @@ async def test_a_backend_that_is_down_gives_partial_data(stack: Stack) -> None:
     assert status == 200
     assert body["data"] == {"product": {"name": "Product 2", "rating": None}}
     [err] = body["errors"]
-    assert err["path"] == ["product", "rating"] and err["extensions"]["code"] == "BACKEND_UNAVAILABLE"
+    assert err["path"] == ["product", "rating"] and err["extensions"] == {"code": "SUBGRAPH_ERROR"}
+    assert "reviews" not in err["message"]  # a client not allowed to know never learns the backend's name
+    status, body = await gw.execute('{ product(id: "p2") { name rating } }', disclose=True)
+    assert body["errors"][0]["extensions"] == {"code": "SUBGRAPH_ERROR", "serviceName": "reviews"}
     # Non-null field from the dead backend: the null climbs to the nearest nullable parent.
     status, body = await gw.execute('{ product(id: "p2") { name reviews { id } } }')
     assert body["data"] == {"product": None}
