@@ -19,6 +19,8 @@ app = typer.Typer(
 def _register_all() -> None:
     from strangler_proxy.cli import (
         db_commands,
+        plan_commands,
+        progress_commands,
         proxy_commands,
         report_commands,
         service_commands,
@@ -30,8 +32,10 @@ def _register_all() -> None:
         stack_commands,
         db_commands,
         proxy_commands,
+        plan_commands,
         traffic_commands,
         report_commands,
+        progress_commands,
         service_commands,
     ):
         module.register(app)

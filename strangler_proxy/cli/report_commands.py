@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from strangler_proxy.errors import ConfigError, StoreError, StranglerError
 from strangler_proxy.report.build import Report, build_report, safe_url
 from strangler_proxy.report.html import render_html
 from strangler_proxy.report.json_report import render_json
+from strangler_proxy.report.progress_load import load_progress
 from strangler_proxy.report.text import render_text
 
 DEFAULT_CONFIG = "strangler.yaml"
@@ -34,20 +36,20 @@ EXIT_PROBLEM = 2
 PIPED_WIDTH = 200
 
 
-def _load(config_path: Path | None) -> StranglerConfig | None:
+def load_optional_config(config_path: Path | None) -> StranglerConfig | None:
     if config_path is None:
         default = Path(DEFAULT_CONFIG)
         return load_config(default) if default.exists() else None
     return load_config(config_path)
 
 
-def _results_url(config: StranglerConfig | None, explicit: str | None) -> str:
+def results_url(config: StranglerConfig | None, explicit: str | None) -> str:
     if explicit:
         return explicit
     return config.control_database_url() if config else database_url("control")
 
 
-def _check_url(url: str) -> None:
+def check_results_url(url: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -76,7 +78,9 @@ def parse_since(text: str) -> float:
 async def _build(url: str, config: StranglerConfig | None, keys: list[str] | None, since: float | None) -> Report:
     engine = make_engine(url)
     try:
-        return await build_report(engine, config, keys, database=safe_url(url), since=since)
+        report = await build_report(engine, config, keys, database=safe_url(url), since=since)
+        # The migration's progress heads the HTML report and is in its JSON (docs/reports.md).
+        return replace(report, progress=await load_progress(engine, config, since=since))
     finally:
         await engine.dispose()
 
@@ -109,12 +113,12 @@ def report(
         err.print("--gate needs the keys to check: strangler report --gate ROUTE [ROUTE...]")
         raise typer.Exit(EXIT_PROBLEM)
     try:
-        config = _load(config_path)
+        config = load_optional_config(config_path)
         if since_at is not None:  # whole buckets: the one `since` falls in counts, so --since 5s is never empty
             bucket_s = config.store.bucket_s if config else DEFAULT_BUCKET_S
             since_at = since_at // bucket_s * bucket_s
-        url = _results_url(config, database_url_opt)
-        _check_url(url)
+        url = results_url(config, database_url_opt)
+        check_results_url(url)
         result = asyncio.run(_build(url, config, keys or None, since_at))
     except StranglerError as exc:
         err.print(f"strangler report: {exc}", markup=False, highlight=False)

@@ -10,7 +10,9 @@ A failure of the control database (503) or of the API itself (500) answers a
 short message and an ``error_id``; the detail -- SQL, parameters, traceback --
 goes only to the log line carrying the same id.
 
-    GET  /routes                 routes and fields: mode, percent, source, counters, guardrails
+    GET  /routes                 routes and fields: mode, percent, source, counters, guardrails;
+                                 "unmatched": counters of requests no route matched
+    GET  /config                 the running config, secrets hidden (control/config_view.py)
     POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}
     GET  /audit?name=&limit=     flips, newest first
     POST /reload                 re-read strangler.yaml now (same as SIGHUP)
@@ -32,11 +34,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from strangler_proxy.config import Mode
+from strangler_proxy.control.config_view import config_view
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import file_value
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from strangler_proxy.disclosure import matching_token
 from strangler_proxy.errors import ConfigError, FlipError, StoreError, StranglerError
+from strangler_proxy.metrics import DEFAULT_ROUTE_LABEL
 
 log = logging.getLogger("strangler.admin")
 
@@ -175,6 +179,7 @@ def _field_view(ctx: AdminContext) -> list[dict[str, Any]]:
             "percent": state.percent,
             "source": "flip" if flips.stored(name) is not None else "file",
             "file": {"mode": fc.mode.value, "percent": float(fc.percent)},
+            "flipped_by": stored.updated_by if (stored := flips.stored(name)) else None,
             "guardrails": dict(ctx.guardrail_status(name) or {}) if ctx.guardrail_status else None,
         })
     return out
@@ -183,7 +188,13 @@ def _field_view(ctx: AdminContext) -> list[dict[str, Any]]:
 async def _routes(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     counters = ctx.flips.runtime.route_counters()
-    return web.json_response({"routes": _route_view(ctx, counters), "fields": _field_view(ctx)})
+    return web.json_response({"routes": _route_view(ctx, counters), "fields": _field_view(ctx),
+                              "unmatched": dict(counters.get(DEFAULT_ROUTE_LABEL, {}))})
+
+
+async def _config(request: web.Request) -> web.Response:
+    """The config in force (the file as last loaded), secrets hidden; flips are in /routes."""
+    return web.json_response({"config": config_view(request.app[CONTEXT].flips.config)})
 
 
 async def _flip(request: web.Request) -> web.Response:
@@ -258,6 +269,7 @@ def admin_app(ctx: AdminContext) -> web.Application:
     app = web.Application(middlewares=[_unexpected, _auth], client_max_size=MAX_BODY)
     app[CONTEXT] = ctx
     app.router.add_get("/routes", _routes)
+    app.router.add_get("/config", _config)
     app.router.add_post("/routes/{name}/flip", _flip)
     app.router.add_get("/audit", _audit)
     app.router.add_post("/reload", _reload)

@@ -34,7 +34,8 @@ from strangler_proxy.control.precedence import (
     flip_percent,
     is_field,
     override_state,
-    stale_override,
+    reconcile,
+    route_overrides,
 )
 from strangler_proxy.control.replicas import ReplicaPoller
 from strangler_proxy.control.state_store import AuditDraft, AuditEntry, StateStore, StoredOverride
@@ -325,28 +326,14 @@ class FlipService:
         )
 
     async def _reconcile(self, config: StranglerConfig, *, old_config: StranglerConfig | None) -> list[AuditDraft]:
-        stored = dict(self._stored)
-        clears: list[tuple[StoredOverride, AuditDraft]] = []
-        for name, o in sorted(stored.items()):
-            # Replicas share one file, so a name missing from it was removed (also across a restart).
-            why = stale_override(config, name, o)
-            if why is None:
-                continue
-            to = file_value(config, name) or (Mode.LEGACY, 0.0)
-            clears.append((o, self._file_draft(name, RouteState(Mode(o.mode), o.percent), to, why)))
-            del stored[name]
-        # An override the new file makes impossible (e.g. its target is gone) is dropped too.
-        while True:
-            try:
-                self._route_table(config, stored)
-                break
-            except FlipError as exc:
-                o = stored.pop(exc.route) if exc.route in stored else None
-                if o is None:
-                    raise
-                fv = file_value(config, o.name)
-                assert fv is not None
-                clears.append((o, self._file_draft(o.name, override_state(o), fv, f"the file no longer allows it: {exc}")))
+        # Stale overrides and those the new file makes impossible are dropped. Replicas
+        # share one file, so a name missing from it was removed (also across a restart).
+        reconciled = reconcile(config, self._stored)
+        stored = reconciled.kept
+        clears = [
+            (o, self._file_draft(o.name, override_state(o), file_value(config, o.name) or (Mode.LEGACY, 0.0), why))
+            for o, why in reconciled.dropped
+        ]
         plain: list[AuditDraft] = []
         if old_config is not None:
             for name in self._names(config):
@@ -395,7 +382,7 @@ class FlipService:
     # -------------------------------------------------------------- helpers
 
     def _route_overrides(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> dict[str, RouteState]:
-        return {n: override_state(o) for n, o in stored.items() if not is_field(n) and config.route(n) is not None}
+        return route_overrides(config, stored)
 
     def _route_table(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> RouteTable:
         return RouteTable.build(config, self._route_overrides(config, stored))

@@ -21,12 +21,13 @@ value is no override at all: the file decides again. :class:`FlipService`
 
 from __future__ import annotations
 
-from dataclasses import replace  # noqa: F401 -- used by the doctest
+from collections.abc import Mapping
+from dataclasses import dataclass, replace  # noqa: F401 -- replace is used by the doctest
 
 from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.control.state_store import StoredOverride
 from strangler_proxy.errors import FlipError
-from strangler_proxy.routing.router import RouteState
+from strangler_proxy.routing.router import RouteState, RouteTable
 
 FileValue = tuple[Mode, float]
 
@@ -67,6 +68,47 @@ def stale_override(config: StranglerConfig, name: str, override: StoredOverride)
         return (f"the file changed it (was {override.file_mode} {override.file_percent:g}% "
                 f"when flipped by {override.updated_by})")
     return None
+
+
+def route_overrides(config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> dict[str, RouteState]:
+    """The overrides of ``stored`` that are routes of ``config``, as the route table takes them."""
+    return {n: override_state(o) for n, o in stored.items() if not is_field(n) and config.route(n) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """What a new file does to the overrides in force: the ones that stay, and the
+    ones it drops with the reason (each then follows the new file's value)."""
+
+    kept: dict[str, StoredOverride]
+    dropped: tuple[tuple[StoredOverride, str], ...]
+
+
+def reconcile(config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> Reconciled:
+    """The overrides ``config`` keeps, as a reload (or a restart) applies them: a stale
+    one (:func:`stale_override`) is dropped, and so is one the new file makes
+    impossible (say, its target is gone) -- found by building the route table.
+
+    Raises what :meth:`RouteTable.build` raises for the file itself (a bad template):
+    such a file is refused whole. The flip service applies the answer; ``strangler
+    plan`` shows it before the file is saved.
+    """
+    kept = dict(stored)
+    dropped: list[tuple[StoredOverride, str]] = []
+    for name, o in sorted(stored.items()):
+        why = stale_override(config, name, o)
+        if why is not None:
+            dropped.append((o, why))
+            del kept[name]
+    while True:
+        try:
+            RouteTable.build(config, route_overrides(config, kept))
+            return Reconciled(kept, tuple(dropped))
+        except FlipError as exc:
+            o = kept.pop(exc.route, None) if exc.route else None
+            if o is None:
+                raise
+            dropped.append((o, f"the file no longer allows it: {exc}"))
 
 
 def flip_percent(name: str, mode: Mode, percent: float | None, current: RouteState, fv: FileValue) -> float:

@@ -17,6 +17,7 @@ from strangler_proxy.control.readiness import Readiness, evaluate, rules_for_key
 from strangler_proxy.diff.keys import KeyKind, configured_for_key, configured_keys, key_kind
 from strangler_proxy.diff.redaction import redactions_for
 from strangler_proxy.errors import StoreError
+from strangler_proxy.report.progress import Progress
 from strangler_proxy.store.queries import (
     DEFAULT_SAMPLES_PER_KEY,
     KeySummary,
@@ -46,6 +47,7 @@ class Report:
     generated_at: float
     database: str  # URL without password
     keys: tuple[KeyReport, ...]
+    progress: Progress | None = None  # the migration's progress (progress.py), when it was read
 
     @property
     def empty(self) -> bool:
@@ -67,6 +69,16 @@ def safe_url(url: str) -> str:
 def _shadowed(config: StranglerConfig | None, key: str) -> bool:
     target = configured_for_key(config, key)
     return target is not None and target.mode is not Mode.LEGACY
+
+
+def judge(config: StranglerConfig | None, summary: KeySummary) -> Readiness:
+    """The readiness of one key's aggregates, by its route's or field's rules."""
+    return evaluate(
+        summary.counts,
+        summary.legacy_latency.quantile(0.99),
+        summary.candidate_latency.quantile(0.99),
+        rules_for_key(config, summary.key),
+    )
 
 
 async def build_report(
@@ -96,12 +108,7 @@ async def build_report(
     out = []
     for name in names:
         summary = summaries.get(name) or empty_summary(name)
-        readiness = evaluate(
-            summary.counts,
-            summary.legacy_latency.quantile(0.99),
-            summary.candidate_latency.quantile(0.99),
-            rules_for_key(config, name),
-        )
+        readiness = judge(config, summary)
         samples = await reader.samples(name, samples_per_key, since) if summary.counts.total else []
         # Samples stored before a query parameter was named secret are redacted now.
         samples = [replace(s, target=redaction(name).target(s.target)) for s in samples]

@@ -22,6 +22,7 @@ from strangler_proxy.jsonpath import render_segment
 from strangler_proxy.report.build import KeyReport, Report
 from strangler_proxy.report.charts import Series, line_chart
 from strangler_proxy.report.json_report import body_text
+from strangler_proxy.report.progress_render import PROGRESS_CSS, progress_html
 from strangler_proxy.report.text import NOTHING_YET
 from strangler_proxy.store.queries import StoredSample
 
@@ -227,10 +228,12 @@ def render_html(report: Report) -> str:
             + _summary_table(report)
             + "".join(_key_section(k) for k in report.keys)
         )
+    if report.progress is not None:  # the one chart for the wall comes first
+        body = progress_html(report.progress) + body
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>strangler report</title><style>{_CSS}</style><script>{_HEAD_SCRIPT}</script></head><body>"
+        f"<title>strangler report</title><style>{_CSS}{PROGRESS_CSS}</style><script>{_HEAD_SCRIPT}</script></head><body>"
         f"<h1>strangler shadow report</h1>"
         f'<p class="meta">generated {_iso(report.generated_at)} · store {escape(report.database)}</p>'
         f'{body}<pre id="js-errors"></pre><p class="meta" id="render-status"></p>'

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from strangler_proxy.report.build import KeyReport, Report
+from strangler_proxy.report.progress_render import progress_to_json
 from strangler_proxy.store.queries import StoredSample
 
 SCHEMA = "strangler.report/v1"
@@ -130,6 +131,8 @@ def report_to_json(report: Report) -> dict[str, Any]:
         "message": "no shadow results stored yet" if report.empty else None,
         "ready": bool(keys) and all(k["readiness"]["ready"] for k in keys),
         "keys": keys,
+        # Added in v1: the migration's progress (its own schema, strangler.progress/v1).
+        "progress": progress_to_json(report.progress) if report.progress is not None else None,
     }
 
 

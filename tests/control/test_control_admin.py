@@ -25,7 +25,7 @@ async def admin(services) -> AsyncIterator[httpx.AsyncClient]:
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-@pytest.mark.parametrize("path", ["/routes", "/audit", "/metrics", "/healthz"])
+@pytest.mark.parametrize("path", ["/routes", "/config", "/audit", "/metrics", "/healthz"])
 async def test_every_call_needs_a_known_bearer_token(admin, path) -> None:
     missing = await admin.get(path)
     assert missing.status_code == 401
@@ -48,7 +48,9 @@ async def test_routes_flip_and_audit(admin) -> None:
     assert (ratings["mode"], ratings["source"], ratings["target"]) == ("shadow", "file", "ratings")
     assert ratings["counters"]["requests"] == 0
     assert body["fields"] == [{"name": "Title.rating", "target": "ratings", "mode": "legacy", "percent": 0.0,
-                               "source": "file", "file": {"mode": "legacy", "percent": 0.0}, "guardrails": None}]
+                               "source": "file", "file": {"mode": "legacy", "percent": 0.0}, "flipped_by": None,
+                               "guardrails": None}]
+    assert body["unmatched"] == {}  # counters of requests no route matched: none yet
 
     r = await admin.post("/routes/ratings/flip", headers={"Authorization": "Bearer robot-token"},
                          json={"mode": "canary", "percent": 5, "reason": "ship it"})

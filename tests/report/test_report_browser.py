@@ -72,9 +72,10 @@ def test_html_report_renders_in_chromium(store: Store, tmp_path: Path) -> None:
     assert status, "the page script did not finish"
     errors = re.search(r'<pre id="js-errors">(.*?)</pre>', dom, re.S)
     assert errors is not None and errors.group(1).strip() == ""
-    # 3 keys with results x 2 charts, each with drawn lines and points.
-    assert status.group(1) == "rendered 6 charts, 4 rows"
-    assert dom.count('<svg class="chart"') == 6 and "<polyline" in dom and "<circle" in dom
+    # The progress chart, then 3 keys with results x 2 charts, each with drawn lines and points.
+    assert status.group(1) == "rendered 7 charts, 4 rows"
+    assert dom.count('<svg class="chart"') == 7 and "<polyline" in dom and "<circle" in dom
+    assert dom.index('<section id="progress">') < dom.index('<table id="summary">')
     assert re.search(r'<table id="summary">.*graphql:Title\.rating.*</table>', dom, re.S)
     assert "insufficient samples (20/100)" in dom
     assert '<mark class="diff" title="$.cast[0].name">"Anne"</mark>' in dom  # highlighted, candidate side

@@ -1,0 +1,73 @@
+"""The running config as the admin API shows it: every setting, no secret.
+
+:func:`config_view` turns a :class:`~strangler_proxy.config.StranglerConfig`
+into plain JSON data (what ``GET /config`` answers and what ``strangler plan``
+compares a file with). Both sides of a comparison go through this one
+function, so a redacted value compares equal to itself and the plan never
+needs the secret to say what changed around it.
+
+What is hidden, and why:
+
+- ``proxy.admin_tokens``: the names stay (they are who the audit log records),
+  every value becomes :data:`REDACTED`;
+- passwords in database URLs (``databases.*``, ``store.url``) and in upstream
+  URLs (``http://user:secret@host``) become ``***``;
+- the ``stack:`` section is left out: the proxy never reads it (``strangler up``
+  does, at start) and its command lines may carry anything.
+
+    >>> from strangler_proxy.config import load_config_text
+    >>> cfg = load_config_text('''
+    ... proxy: {admin_tokens: {ops: s3cret}}
+    ... upstreams: {legacy: {url: "http://app:pw@127.0.0.1:8001"}}
+    ... databases: {control: "postgresql+asyncpg://strangler:pw@db/control"}
+    ... ''')
+    >>> view = config_view(cfg)
+    >>> view["proxy"]["admin_tokens"], view["upstreams"]["legacy"]["url"], view["databases"]["control"]
+    ({'ops': '[REDACTED]'}, 'http://app:***@127.0.0.1:8001', 'postgresql+asyncpg://strangler:***@db/control')
+    >>> "stack" in view
+    False
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from strangler_proxy.config import StranglerConfig
+
+REDACTED = "[REDACTED]"
+HIDDEN_PASSWORD = "***"
+LEFT_OUT = ("stack",)  # sections the proxy does not read
+
+
+def _database_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return REDACTED  # not a URL SQLAlchemy reads: show nothing of it
+
+
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN_PASSWORD}@{host}"))
+
+
+def config_view(config: StranglerConfig) -> dict[str, Any]:
+    """Every setting of ``config`` as JSON data, secrets hidden (see the module docstring)."""
+    view = config.model_dump(mode="json", exclude=set(LEFT_OUT))
+    proxy = view["proxy"]
+    proxy["admin_tokens"] = {name: REDACTED for name in proxy["admin_tokens"]}
+    view["databases"] = {name: _database_url(url) for name, url in view["databases"].items()}
+    view["store"]["url"] = _database_url(view["store"]["url"])
+    for upstream in view["upstreams"].values():
+        upstream["url"] = _http_url(upstream["url"])
+    return view
