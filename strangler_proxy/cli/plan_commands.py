@@ -54,9 +54,10 @@ out = Console(soft_wrap=True, highlight=False)  # paths and values are never wra
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-def _no_plan(file: str, errors: list[str], as_json: bool) -> typer.Exit:
+def _no_plan(file: str, errors: list[str], as_json: bool, *, valid: bool = False) -> typer.Exit:
+    """Exit 1: the file is invalid, or (``valid``) it is fine but the proxy could not be asked."""
     if as_json:
-        out.print_json(json.dumps({"schema": SCHEMA, "file": file, "valid": False, "changed": None,
+        out.print_json(json.dumps({"schema": SCHEMA, "file": file, "valid": valid, "changed": None,
                                    "errors": errors, "changes": []}))
     else:
         for e in errors:
@@ -119,13 +120,14 @@ def plan(
     routes = admin_get(file, admin_url, token, "/routes")
     running = admin_get(file, admin_url, token, "/config") if routes.ok else routes
     if not running.ok:
-        raise _no_plan(file, [f"{running.problem}; no plan without the running proxy"], as_json)
+        raise _no_plan(file, [f"{running.problem}; no plan without the running proxy"], as_json, valid=True)
     try:
         states = running_states(routes.body)
         result = make_plan(running.body["config"], config, states)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise _no_plan(file, [f"the admin API at {routes.url} answered in a shape this CLI does not know "
-                              f"({exc.__class__.__name__}: {exc}); are both the same version?"], as_json) from exc
+                              f"({exc.__class__.__name__}: {exc}); are both the same version?"], as_json,
+                       valid=True) from exc
     if as_json:
         out.print_json(json.dumps(_as_json(result, file, routes.url)))
     else:

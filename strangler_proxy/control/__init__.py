@@ -9,4 +9,6 @@
 - ``readiness``    when a route or field is ready to flip (confidence bound)
 - ``reload``       the config file watched and re-applied whole, or refused whole
 - ``admin``        the admin HTTP API (bearer token, loopback by default)
+- ``config_view``  the running config as the admin API shows it (no secrets)
+- ``plan``         what saving a config file would change (``strangler plan``; pure)
 """

@@ -1,7 +1,12 @@
 """Reports on the results store: one :class:`Report` built by
 :func:`build_report`, rendered as text (:func:`render_text`), JSON
 (:func:`render_json`, schema in docs/reports.md) or one self-contained HTML
-page (:func:`render_html`)."""
+page (:func:`render_html`).
+
+The migration's progress (``strangler progress``, and the section heading the
+HTML report): ``progress`` (who served what, per bucket and mode; pure),
+``progress_load`` (read from the control database), ``progress_render``
+(text, JSON, HTML)."""
 
 from strangler_proxy.report.build import KeyReport, Report, build_report
 from strangler_proxy.report.html import render_html

@@ -305,5 +305,8 @@ async def test_cli_without_a_proxy_makes_no_plan(tmp_path: Path) -> None:
     r = await cli(str(path), "--admin-url", "http://127.0.0.1:9", "--token", ADMIN_TOKEN)
     assert r.exit_code == 1
     assert "cannot reach the admin API at http://127.0.0.1:9" in r.output and "Traceback" not in r.output
+    r = await cli(str(path), "--admin-url", "http://127.0.0.1:9", "--json")
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 1 and doc["valid"] is True and doc["changed"] is None and "cannot reach" in doc["errors"][0]
     r = await cli(str(tmp_path / "missing.yaml"))
     assert r.exit_code == 1 and "no such file" in r.output
