@@ -180,8 +180,10 @@ async def discover_titles(client: httpx.AsyncClient) -> int:
     Raises httpx.HTTPError when it cannot be asked and ValueError when the answer is not a catalogue.
     """
     response = await client.get("/api/titles", params={"limit": 1})
-    response.raise_for_status()
-    total = response.json().get("total")
+    if response.status_code != 200:
+        raise ValueError(f"GET /api/titles answered {response.status_code} {response.reason_phrase}")
+    body = response.json()  # ValueError when it is not JSON
+    total = body.get("total") if isinstance(body, dict) else None
     if not isinstance(total, int) or total < 1:
         raise ValueError(f"GET /api/titles answered total={total!r}; is the catalogue seeded?")
     return total

@@ -16,9 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from strangler_proxy.cli.proxy_commands import admin_target
+from strangler_proxy.cli.proxy_commands import AdminCallFailed, admin_call, admin_target
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -36,28 +34,13 @@ class AdminAnswer:
         return self.problem is None
 
 
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-    return f"{response.status_code}: {message or response.text.strip()[:200] or response.reason_phrase}"
-
-
 def admin_get(config_path: str, admin_url: str | None, token: str | None, path: str,
               timeout_s: float = DEFAULT_TIMEOUT_S) -> AdminAnswer:
-    """GET ``path`` of the admin API; never raises for a failure of the call."""
+    """GET ``path`` of the admin API; never raises for a failure of the call (``problem`` is the
+    one line :func:`~strangler_proxy.cli.proxy_commands.admin_call` gives, as ``strangler routes``
+    prints it)."""
     url, tok = admin_target(config_path, admin_url, token)
-    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
     try:
-        with httpx.Client(base_url=url, timeout=timeout_s, headers=headers) as client:
-            response = client.get(path)
-    except httpx.HTTPError as exc:
-        return AdminAnswer(url, None, f"cannot reach the admin API at {url} ({exc.__class__.__name__})")
-    if response.status_code >= 400:
-        return AdminAnswer(url, None, f"the admin API at {url} answered {_error_message(response)}")
-    try:
-        return AdminAnswer(url, response.json())
-    except ValueError:
-        return AdminAnswer(url, None, f"the admin API at {url} answered {path} with something that is not JSON")
+        return AdminAnswer(url, admin_call(url, tok, "GET", path, timeout_s=timeout_s))
+    except AdminCallFailed as exc:
+        return AdminAnswer(url, None, str(exc))

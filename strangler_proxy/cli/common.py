@@ -51,6 +51,16 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` on one line (whitespace runs become one space), cut at ``limit`` characters.
+
+    >>> one_line("<html>\\n  <h1>502 Bad Gateway</h1>\\n</html>", 20)
+    '<html> <h1>502 Ba...'
+    """
+    flat = " ".join(text.split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def print_error(exc: BaseException) -> None:
     """``error: ...`` on stderr, lines never wrapped (they may be commands to copy)."""
     err_console.print("[red]error:[/red]", Text(str(exc)), soft_wrap=True)

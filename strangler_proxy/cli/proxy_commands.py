@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
+from rich.errors import NotRenderableError
 from rich.table import Table
+from rich.text import Text
 
+from strangler_proxy.cli.common import one_line
 from strangler_proxy.config import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_PORT, StranglerConfig, load_config
 from strangler_proxy.errors import ConfigErrors, StranglerError
 
@@ -38,7 +43,8 @@ JsonOpt = typer.Option(False, "--json", help="Machine-readable output")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    # The message as text, never markup: it may quote what a server answered ("[/x]" included).
+    err_console.print("[red]error:[/red]", Text(message), highlight=False)
     raise typer.Exit(code=code)
 
 
@@ -71,25 +77,77 @@ def admin_target(config_path: str, admin_url: str | None, token: str | None) -> 
     return url.rstrip("/"), tok
 
 
-def _call(config_path: str, admin_url: str | None, token: str | None, method: str, path: str,
-          **kwargs: Any) -> Any:
-    url, tok = admin_target(config_path, admin_url, token)
-    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+class AdminCallFailed(Exception):
+    """An admin API call that gave no usable answer; the message is one line saying why and
+    what to try."""
+
+
+# What to check when the admin API refuses the token.
+_TOKEN_HINTS = {
+    401: f"no token was sent: pass --token, set {ADMIN_TOKEN_ENV}, or name one in proxy.admin_tokens",
+    403: f"the token is not one of the running proxy's (proxy.admin_tokens, {ADMIN_TOKEN_ENV}): check --token",
+}
+
+
+def admin_call(url: str, token: str | None, method: str, path: str, *, timeout_s: float = ADMIN_TIMEOUT_S,
+               **kwargs: Any) -> Any:
+    """The JSON body of a 2xx answer of the admin API at ``url``; anything else -- no connection,
+    no answer in time, an answer broken off, a refusal, a body that is not JSON -- raises
+    :class:`AdminCallFailed` with one line saying which (a refusal's own reasons, such as every
+    error of a refused flip, are kept)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=url, timeout=ADMIN_TIMEOUT_S, headers=headers) as client:
+        with httpx.Client(base_url=url, timeout=timeout_s, headers=headers) as client:
             response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the admin API at {url} ({exc.__class__.__name__}): is the proxy running?")
+    except httpx.TimeoutException as exc:
+        raise AdminCallFailed(f"the admin API at {url} did not answer within {timeout_s:g} s "
+                              f"({exc.__class__.__name__}): is the proxy overloaded, or is that not its admin port?"
+                              ) from exc
+    except httpx.ConnectError as exc:
+        raise AdminCallFailed(f"cannot reach the admin API at {url} (connection refused): is the proxy running, "
+                              f"and is that its admin port (--admin-url, {ADMIN_URL_ENV})?") from exc
+    except httpx.HTTPError as exc:  # the connection broke: a half-written answer, a reset
+        raise AdminCallFailed(f"the admin API at {url} broke off its answer to {method} {path} "
+                              f"({exc.__class__.__name__}: {one_line(str(exc), 120)}); nothing is known "
+                              "about what it did: look at `strangler audit` and the proxy's log") from exc
     try:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code >= 400:
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        if isinstance(body, dict) and body.get("errors"):
-            message = "\n".join(body["errors"])
-        _fail(f"{response.status_code}: {message or response.text.strip()}")
+    status = response.status_code
+    if status >= 400:
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
+            message = "\n".join(str(e) for e in body["errors"])  # a refused flip or reload: every reason
+        message = message or one_line(response.text, 200) or response.reason_phrase
+        hint = _TOKEN_HINTS.get(status)
+        raise AdminCallFailed(f"{status}: {message}" + (f" ({hint})" if hint else ""))
+    if body is None:
+        kind = response.headers.get("Content-Type", "no Content-Type")
+        raise AdminCallFailed(f"the admin API at {url} answered {method} {path} with {status} and "
+                              f"{len(response.content)} bytes of {kind} that are not JSON: is that the admin port "
+                              "of a strangler proxy?")
     return body
+
+
+def _call(config_path: str, admin_url: str | None, token: str | None, method: str, path: str,
+          **kwargs: Any) -> Any:
+    url, tok = admin_target(config_path, admin_url, token)
+    try:
+        return admin_call(url, tok, method, path, **kwargs)
+    except AdminCallFailed as exc:
+        _fail(str(exc))
+
+
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Turn an answer of an unexpected shape (a missing key, a wrong type) into one line."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, NotRenderableError) as exc:
+        _fail(f"the admin API's answer to {what} is not what this strangler expects "
+              f"({exc.__class__.__name__}: {one_line(str(exc), 80)}): are the CLI and the proxy the same version?")
 
 
 def _pct(value: float) -> str:
@@ -203,9 +261,12 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(body))
             return
-        console.print(_routes_table(body["routes"]))
-        if body.get("fields"):
-            console.print(_fields_table(body["fields"]))
+        with _reading("GET /routes"):
+            tables = [_routes_table(body["routes"])]
+            if body.get("fields"):
+                tables.append(_fields_table(body["fields"]))
+        for table in tables:
+            console.print(table)
 
     @app.command("flip")
     def flip(
@@ -224,15 +285,17 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(body))
             return
-        before = _state(body["from"]["mode"], body["from"]["percent"])
-        after = _state(body["to"]["mode"], body["to"]["percent"])
-        if not body["changed"]:
+        with _reading(f"POST /routes/{route}/flip"):
+            before = _state(body["from"]["mode"], body["from"]["percent"])
+            after = _state(body["to"]["mode"], body["to"]["percent"])
+            changed = bool(body["changed"])
+            table = Table(title="flip")
+            for col in ("route", "from", "to", "who", "now follows"):
+                table.add_column(col)
+            table.add_row(route, before, after, body["who"], body["source"])
+        if not changed:
             console.print(f"{route}: already {after}; nothing changed", highlight=False)
             return
-        table = Table(title="flip")
-        for col in ("route", "from", "to", "who", "now follows"):
-            table.add_column(col)
-        table.add_row(route, before, after, body["who"], body["source"])
         console.print(table)
 
     @app.command("audit")
@@ -250,4 +313,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             console.print_json(json.dumps(body))
             return
-        console.print(_audit_table(body["entries"]))
+        with _reading("GET /audit"):
+            table = _audit_table(body["entries"])
+        console.print(table)

@@ -28,8 +28,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from strangler_proxy.cli.common import ConfigOption, config_and_stack
+from strangler_proxy.cli.common import ConfigOption, config_and_stack, one_line
 from strangler_proxy.errors import HarError, StranglerError
 from strangler_proxy.stack.har import SKIPPED_WRITE, Recording, Replay, parse_har
 from strangler_proxy.stack.traffic import (
@@ -138,12 +139,37 @@ def _steady(options: TrafficOptions, factory: PlanFactory,
     async def schedule_of(client: httpx.AsyncClient) -> Schedule:
         try:
             plan = await factory(client, settings)
-        except (httpx.HTTPError, ValueError) as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+        except (httpx.HTTPError, ValueError) as exc:  # the plan's own sentence (it may quote an answer)
+            err_console.print("[red]error:[/red]", Text(one_line(str(exc) or type(exc).__name__)))
+            raise typer.Exit(EXIT_PROBLEM) from exc
+        except Exception as exc:  # noqa: BLE001 - the app's plan broke on an answer it did not expect
+            err_console.print("[red]error:[/red]", Text(one_line(
+                f"the traffic plan (stack.traffic) failed asking {client.base_url} what it needs: "
+                f"{type(exc).__name__}: {exc}; is that the proxy of this stack? Or pass --titles N.")))
             raise typer.Exit(EXIT_PROBLEM) from exc
         return SteadyRate(plan, options)
 
     return schedule_of
+
+
+def _checked_url(url: str) -> str:
+    """``--url`` as the client's base, or exit 2 before anything is sent."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        err_console.print("[red]error:[/red]", Text(f"--url {url!r}: an http:// or https:// URL, "
+                                                     f"such as {DEFAULT_URL}"))
+        raise typer.Exit(EXIT_PROBLEM)
+    return url.rstrip("/")
+
+
+def _failure_line(summary: TrafficSummary) -> str:
+    """Why a run failed, in one line: the share and the commonest reasons."""
+    reasons = "; ".join(f"{r} ×{n}" for r, n in list(summary.error_reasons().items())[:3])
+    return (f"more than {MAX_ERROR_SHARE:.0%} of the requests failed: {summary.errors} of {summary.sent}"
+            + (f" ({reasons})" if reasons else ""))
 
 
 def _given(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
@@ -238,6 +264,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Send the stack's repeatable traffic plan (reads, writes, GraphQL), or a recording, through the proxy."""
+        url = _checked_url(url)
         wrong = _given(ctx, MIX_OPTIONS if replay is not None else REPLAY_OPTIONS)
         if wrong:
             needs = "only without --replay" if replay is not None else "only with --replay FILE"
@@ -266,5 +293,5 @@ def register(app: typer.Typer) -> None:
             _print_summary(summary, url)
         if summary.failed:
             if not as_json:
-                err_console.print(f"more than {MAX_ERROR_SHARE:.0%} of the requests failed")
+                err_console.print(Text(_failure_line(summary)))
             raise typer.Exit(EXIT_FAILED)
