@@ -38,6 +38,13 @@ DEFAULT_SHADOW_WORKERS = 32
 DEFAULT_SHADOW_TIMEOUT_S = 5.0
 DEFAULT_SHADOW_BODY_LIMIT = 1024 * 1024
 DEFAULT_BUCKET_S = 60  # width of a results-store aggregate bucket
+# A shadowed mismatch on a read is asked again on both sides this long after
+# (compare.recheck_after_s): just above the p99 of the demo's outbox sync lag
+# (strangler_sync_lag_seconds, about 0.1 s with its 50 ms poll), so a read
+# that raced a write has been synced by then. See docs/diff.md "Rechecks".
+DEFAULT_RECHECK_AFTER_S = 0.5
+DEFAULT_RECHECK_BUDGET_PER_S = 50.0  # rechecks started per second, per proxy replica
+DEFAULT_RECHECK_MAX_INFLIGHT = 100  # rechecks waiting or running at once
 # Client connections (proxy.limits); see docs/proxy.md "Client limits".
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 # nginx's default, and longer than the 60 s idle timeout of the usual load
@@ -154,6 +161,10 @@ class CompareConfig(_Frozen):
     # besides token, access_token, api_key, password, secret, sig (any case).
     redact_query: tuple[str, ...] = ()
     noise_sample_rate: float | None = Field(default=None, ge=0, le=1)
+    # A mismatch on a read (GET/HEAD/OPTIONS, GraphQL field shadows) is asked
+    # again on both sides after this many seconds; agreeing then makes it
+    # "transient" (replication lag). None: DEFAULT_RECHECK_AFTER_S; 0: never.
+    recheck_after_s: float | None = Field(default=None, ge=0, le=60)
 
     @field_validator("redact_query")
     @classmethod
@@ -191,6 +202,7 @@ class CompareConfig(_Frozen):
             noise_sample_rate=(
                 over.noise_sample_rate if over.noise_sample_rate is not None else self.noise_sample_rate
             ),
+            recheck_after_s=over.recheck_after_s if over.recheck_after_s is not None else self.recheck_after_s,
         )
 
 
@@ -361,6 +373,11 @@ class ShadowSettings(_Frozen):
     workers: int = Field(default=DEFAULT_SHADOW_WORKERS, ge=1)
     timeout_s: float = Field(default=DEFAULT_SHADOW_TIMEOUT_S, gt=0)
     body_limit: int = Field(default=DEFAULT_SHADOW_BODY_LIMIT, ge=0)
+    # Rechecks of mismatches (compare.recheck_after_s): started per second at
+    # most, and at most this many waiting or running; past either the mismatch
+    # is recorded as it is and counted (outcome="over_budget").
+    recheck_budget_per_s: float = Field(default=DEFAULT_RECHECK_BUDGET_PER_S, ge=0)
+    recheck_max_inflight: int = Field(default=DEFAULT_RECHECK_MAX_INFLIGHT, ge=1)
 
 
 class StoreSettings(_Frozen):

@@ -93,6 +93,11 @@ class ProxyMetrics:
         self.listener_errors = Counter(
             "strangler_shadow_listener_errors", "Result listeners or comparators that raised", registry=r,
         )
+        self.rechecks = Counter(
+            "strangler_rechecks",
+            "Mismatches on reads asked again, per result: transient, mismatch, error or over_budget (not asked)",
+            ("route", "outcome"), registry=r,
+        )
         # Used by the control plane.
         self.flips_total = Counter("strangler_flips", "Applied flips by route and new mode", ("route", "mode"), registry=r)
         self.rollbacks_total = Counter("strangler_rollbacks", "Automatic rollbacks by route", ("route",), registry=r)

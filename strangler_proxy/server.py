@@ -246,6 +246,7 @@ class ProxyServer:
                 "comparator": self.shadow.comparator,
                 "publish": self.shadow.publish,
                 "rules_for": self._field_rules,
+                "rechecker": self.shadow.rechecker,  # one recheck budget for REST and GraphQL
             },
             sdl_wait_s=sdl_wait_s,
         )

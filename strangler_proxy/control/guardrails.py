@@ -10,12 +10,12 @@ the error rate is over all the traffic the candidate handled, and a route in
 ``extracted`` without reverse shadow (or canary at 100 %) is watched too.
 Legacy errors and skipped comparisons are not the candidate's doing and are
 not counted, nor are TRANSIENT results (a mismatch gone when both sides were
-asked again: replication lag) -- neither as a sample nor as a mismatch. The error rate is errors over every result in the window; the
-mismatch rate is mismatches over the *compared* ones (served traffic cannot
-mismatch), judged only once at least ``min_samples`` were compared. When the
-window holds at least ``min_samples`` results and either rate is *above* its
-threshold, the route is
-rolled back -- through :meth:`FlipService.flip`, so atomically, persisted and
+asked again: replication lag) -- neither as a sample nor as a mismatch.
+The error rate is errors over every result in the window; the mismatch rate
+is mismatches over the *compared* ones (served traffic cannot mismatch),
+judged only once at least ``min_samples`` were compared. When the window
+holds at least ``min_samples`` results and either rate is *above* its
+threshold, the route is rolled back -- through :meth:`FlipService.flip`, so atomically, persisted and
 audited (``who="guardrails"``, ``kind="rollback"``, the figures in
 ``details``) -- to the mode it had before it entered canary/extracted
 (default ``shadow``). It also counts ``strangler_rollbacks_total{route}`` and

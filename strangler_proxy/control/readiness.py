@@ -5,7 +5,9 @@ route's or field's own, else the global one):
 
 1. at least ``min_samples`` compared samples (match + mismatch + candidate
    error; legacy errors, skipped requests and requests the candidate served
-   without a comparison (SERVED) compared nothing);
+   without a comparison (SERVED) compared nothing, and a TRANSIENT result --
+   a mismatch gone when both sides were asked again -- is neither a sample
+   nor a mismatch);
 2. the upper bound of the 95 % Wilson score interval on the mismatch rate is
    under ``max_mismatch_rate`` -- so a clean run of 100 samples does not
    prove a 1 % threshold (its bound is 3.7 %), a clean run of 400 does;
@@ -27,6 +29,8 @@ route's or field's own, else the global one):
     >>> served = evaluate(VerdictCounts(match=7, candidate_error=1, served=92), None, None, ReadinessConfig())
     >>> served.samples, served.error_rate
     (8, 0.01)
+    >>> evaluate(VerdictCounts(match=400, transient=300), 0.1, 0.12, ReadinessConfig()).label
+    'ready'
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@ captures the answer (body bounded by ``ShadowSettings.body_limit``), joins it
 with the served exchange into a :class:`ShadowPair` and hands it to the
 :class:`Comparator` (the diff engine, ``comparator.DiffComparator``); every
 listener sees the result inside ``try/except``.
+
+A mismatch on a safe request is not published at once: the dispatcher's
+:class:`~strangler_proxy.diff.recheck.Rechecker` asks the served upstream and
+the candidate again after ``compare.recheck_after_s`` (in a task of its own,
+within ``shadow.recheck_budget_per_s``) and records it as ``transient`` when
+they then agree -- replication lag, not disagreement (docs/diff.md "Rechecks").
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from strangler_proxy.config import CompareConfig, ShadowSettings
 from strangler_proxy.dataplane.forwarder import READ_CHUNK, UPSTREAM_FAILURES, Upstreams, translate
 from strangler_proxy.diff.comparator import Comparator, failure_reason
 from strangler_proxy.diff.exchange import Exchange, Headers, ShadowPair, Side
-from strangler_proxy.diff.noise import wants_noise_sample
+from strangler_proxy.diff.noise import SAFE_METHODS, wants_noise_sample
+from strangler_proxy.diff.recheck import Rechecker, recheck_delay
 from strangler_proxy.diff.result import ResultListener, ShadowResult, Verdict
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 
@@ -91,6 +98,12 @@ class ShadowDispatcher:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self.completed = 0  # finished comparisons (for tests and the admin API)
         self._down_until: dict[str, float] = {}
+        metrics = runtime.metrics
+        # Shared with the GraphQL field shadows (server.py): one budget per replica.
+        self.rechecker = Rechecker(
+            self.publish, budget_per_s=settings.recheck_budget_per_s, max_inflight=settings.recheck_max_inflight,
+            count=lambda key, outcome: metrics.inc(metrics.rechecks, key, outcome),
+        )
 
     @property
     def depth(self) -> int:
@@ -115,12 +128,15 @@ class ShadowDispatcher:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
         self._queue = None
+        await self.rechecker.stop()
         await self._upstreams.close()
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait until every queued job is finished (tests, graceful stop)."""
+        """Wait until every queued job is finished and every recheck decided (tests, graceful stop)."""
+        start = time.monotonic()
         if self._queue is not None:
             await asyncio.wait_for(self._queue.join(), timeout_s)
+        await self.rechecker.drain(timeout_s - (time.monotonic() - start))
 
     # ------------------------------------------------------------- hot path
     def submit(self, job: ShadowJob) -> bool:
@@ -188,40 +204,45 @@ class ShadowDispatcher:
     async def _run(self, job: ShadowJob) -> None:
         mirror = await self._mirror(job)
         legacy_again = await self._legacy_again(job)
-        if job.served_by == "legacy":
-            pair = ShadowPair(job.route, job.mode, "legacy", job.served, mirror, legacy_again, partition=job.partition)
-        else:
-            pair = ShadowPair(job.route, job.mode, "target", mirror, job.served, legacy_again, partition=job.partition)
         metrics = self.runtime.metrics
         side = "target" if job.served_by == "legacy" else "legacy"
         metrics.upstream(job.route, side, "shadow", mirror.latency_s)
         try:
-            if len(pair.legacy.body) + len(pair.candidate.body) > THREAD_COMPARE_BYTES:
-                result = await asyncio.to_thread(self.comparator.compare, pair, job.compare)
-            else:
-                result = self.comparator.compare(pair, job.compare)
+            result = await self._compare(job, job.served, mirror, legacy_again)
         except Exception:
             metrics.listener_errors.inc()
             log.exception("comparator failed for route %s", job.route)
             return
         self.completed += 1
-        self.publish(result)
+        after = recheck_delay(result, job.compare, safe=job.method in SAFE_METHODS)
+        if after is None:
+            self.publish(result)
+        else:
+            self.rechecker.submit([result], after, lambda: self._compare_again(job))
+
+    async def _compare(self, job: ShadowJob, served: Exchange, mirror: Exchange,
+                       legacy_again: Exchange | None = None) -> ShadowResult:
+        if job.served_by == "legacy":
+            pair = ShadowPair(job.route, job.mode, "legacy", served, mirror, legacy_again, partition=job.partition)
+        else:
+            pair = ShadowPair(job.route, job.mode, "target", mirror, served, legacy_again, partition=job.partition)
+        if len(pair.legacy.body) + len(pair.candidate.body) > THREAD_COMPARE_BYTES:
+            return await asyncio.to_thread(self.comparator.compare, pair, job.compare)
+        return self.comparator.compare(pair, job.compare)
+
+    async def _compare_again(self, job: ShadowJob) -> ShadowResult:
+        """A recheck: the served upstream and the mirror's asked again at the same
+        time, compared with the same comparator and rules."""
+        served, mirror = await asyncio.gather(self._mirror(_to_served(job)), self._mirror(job))
+        return await self._compare(job, served, mirror)
 
     async def _legacy_again(self, job: ShadowJob) -> Exchange | None:
         """For a sample of safe requests, ask legacy a second time: what differs
         between two legacy answers is learned as noise (see noise.py)."""
         if not wants_noise_sample(job.compare, job.method, random.random()):
             return None
-        if job.served_by == "legacy":
-            path, _, query = job.served.target.partition("?")
-            again = ShadowJob(
-                route=job.route, mode=job.mode, served_by=job.served_by, served=job.served,
-                upstream=job.served.upstream, method=job.method, raw_path=path, raw_query=query,
-                headers=job.headers, body=job.body, compare=job.compare, partition=job.partition,
-            )
-        else:  # reverse shadow: the mirror itself went to legacy
-            again = job
-        return await self._mirror(again)
+        # In a reverse shadow the mirror itself went to legacy.
+        return await self._mirror(_to_served(job) if job.served_by == "legacy" else job)
 
     def publish(self, result: ShadowResult) -> None:
         """Count a finished result and hand it to every listener (never raises).
@@ -285,3 +306,13 @@ class ShadowDispatcher:
             latency_s=time.perf_counter() - start, error=error, body_truncated=truncated,
         )
 
+
+
+def _to_served(job: ShadowJob) -> ShadowJob:
+    """``job`` sent to the upstream that served the client, at the target it was served."""
+    path, _, query = job.served.target.partition("?")
+    return ShadowJob(
+        route=job.route, mode=job.mode, served_by=job.served_by, served=job.served,
+        upstream=job.served.upstream, method=job.method, raw_path=path, raw_query=query,
+        headers=job.headers, body=job.body, compare=job.compare, partition=job.partition,
+    )

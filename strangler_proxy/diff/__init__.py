@@ -10,6 +10,9 @@
                   and the store applies the same rules again
 - ``comparator``  the :class:`~strangler_proxy.diff.comparator.Comparator`
                   protocol and :class:`~strangler_proxy.diff.comparator.DiffComparator`
+- ``recheck``     :class:`~strangler_proxy.diff.recheck.Rechecker`: a mismatch on a read
+                  asked again on both sides -- ``transient`` (replication lag) or a mismatch;
+                  bounded, off the client's path (the shadow paths hand it the re-ask)
 - ``result``      :class:`~strangler_proxy.diff.result.ShadowResult` and its verdicts
 - ``keys``        what a result key names (a route, or ``graphql:Type.field``)
 """

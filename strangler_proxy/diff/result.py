@@ -26,6 +26,11 @@ class Verdict(str, enum.Enum):
     # see the candidate's error rate over all the traffic it serves; never a
     # readiness sample.
     SERVED = "served"
+    # A mismatch on a read that disappeared when both sides were asked again a
+    # moment later (recheck.py): the candidate's copy was behind, e.g. the
+    # outbox sync had not applied a write yet. Reported apart; never a
+    # readiness sample nor a guardrail outcome.
+    TRANSIENT = "transient"
 
 
 class DiffKind(str, enum.Enum):

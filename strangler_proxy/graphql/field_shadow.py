@@ -17,6 +17,14 @@ comparator (the diff engine) turns each into a result, published to the same
 listeners as the REST routes' results (store, guardrails, metrics, readiness).
 Bounded: at most ``max_inflight`` background tasks; a batch that would exceed
 that is dropped and counted, never queued without limit.
+
+A mismatch is handed to the proxy's :class:`~strangler_proxy.diff.recheck.Rechecker`
+(when it has one): after ``compare.recheck_after_s`` the field is fetched again
+from the backend that served it and from the shadow backend, for that one
+entity (or root field), and the result is recorded as ``transient`` when they
+then agree. Field shadows are always reads (only queries are shadowed), so
+every field is rechecked; requests of one batch that saw the same comparison
+share one recheck.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import orjson
@@ -35,6 +44,7 @@ from graphql import DocumentNode
 from strangler_proxy.config import CompareConfig
 from strangler_proxy.diff.comparator import Comparator, failure_reason
 from strangler_proxy.diff.exchange import Exchange, ShadowPair
+from strangler_proxy.diff.recheck import Rechecker, recheck_delay
 from strangler_proxy.diff.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 from strangler_proxy.graphql.compose import ComposedSchema
 from strangler_proxy.graphql.executor import Executor, FetchTrace, collect, on_side
@@ -65,6 +75,16 @@ def strip_internal(v: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class _Operation:
+    """What a client request's shadows were planned from (a recheck plans the served side from it)."""
+
+    composed: ComposedSchema
+    ownership: Ownership
+    document: DocumentNode
+    operation_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Request:
     """One client request's shadow of one field, waiting in a batch."""
 
@@ -74,6 +94,16 @@ class _Request:
     variables: Mapping[str, Any]
     headers: Mapping[str, str]
     served_latency_s: float
+    operation: _Operation
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One side's answer for one field occurrence: its subtree as JSON, the errors under it, the time."""
+
+    body: bytes
+    errors: list[dict[str, Any]]
+    latency_s: float
 
 
 @dataclass
@@ -98,6 +128,7 @@ class FieldShadower:
     batch_size: int = DEFAULT_BATCH_SIZE  # a batch is sent once it holds this many requests
     sample: Callable[[], float] = random.random
     metrics: GraphQLMetrics | None = None
+    rechecker: Rechecker | None = None  # the proxy's (shared with the REST shadow path); None: no rechecks
     dropped: int = 0
     completed: int = 0
     failed: int = 0
@@ -118,10 +149,12 @@ class FieldShadower:
             return
         lowered = {k.lower(): v for k, v in headers.items()}
         forwarded = tuple(lowered.get(h) for h in self.executor.client.forward_headers)
+        operation = _Operation(composed, ownership, document, operation_name)
         for spec in chosen:
             try:
                 fetch = self._fetch(composed, ownership, spec, document, operation_name)
-                self._enqueue(_Request(spec, fetch, data, variables, lowered, served_latency_s), forwarded)
+                self._enqueue(_Request(spec, fetch, data, variables, lowered, served_latency_s, operation),
+                              forwarded)
             except Exception:  # the client's answer never depends on the shadow path
                 self._failed([spec])
 
@@ -160,19 +193,26 @@ class FieldShadower:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Send the batches waiting and wait for every shadow in flight (tests, graceful stop);
-        what is still running after ``timeout_s`` is cancelled, and said."""
+        what is still running after ``timeout_s`` is cancelled, and said. Rechecks are waited for
+        within the same time (the rechecker's owner, the shadow dispatcher, stops them)."""
+        start = time.monotonic()
         await asyncio.sleep(0)  # shadows of answers just given are launched once their task yields
         if self._timer is not None:
             self._timer.cancel()
         self._flush()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
-        if pending:
-            log.warning("stopping: %d field-shadow tasks still running after %gs, cancelled", len(pending), timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+            if pending:
+                log.warning("stopping: %d field-shadow tasks still running after %gs, cancelled", len(pending),
+                            timeout_s)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self.rechecker is not None:
+            try:
+                await self.rechecker.drain(timeout_s - (time.monotonic() - start))
+            except TimeoutError as exc:
+                log.warning("stopping: %s", exc)
 
     def served(self, ownership: Ownership, trace: FetchTrace, latency_s: float) -> None:
         """Record each field a target served in this request (once per field): SERVED, or
@@ -214,17 +254,36 @@ class FieldShadower:
 
     async def _run_root(self, r: _Request) -> None:
         try:
-            rk = r.spec.response_key
-            errors: list[dict[str, Any]] = []
-            scratch: dict[str, Any] = {}
-            start = time.perf_counter()
-            await self.executor.run_roots((r.fetch,), scratch, errors, r.variables, r.headers)
-            await self.executor.run_entities(list(r.fetch.children), scratch, errors, r.variables, r.headers)
-            self._compare(r, None, orjson.dumps(strip_internal(r.data.get(rk))),
-                          orjson.dumps(strip_internal(scratch.get(rk))), _errors_under(errors, (rk,)),
-                          time.perf_counter() - start)
+            shadow = await self._ask(r, r.fetch, None)
+            served = _Answer(orjson.dumps(strip_internal(r.data.get(r.spec.response_key))), [], r.served_latency_s)
+            self._settle(r.spec, [self._compare(r, None, served, shadow)], partial(self._compare_again, r, None, None))
         except Exception:  # the shadow path must never disturb anything; log and go on
             self._failed([r.spec])
+
+    async def _ask(self, r: _Request, fetch: Fetch, entity: dict[str, Any] | None) -> _Answer:
+        """``fetch`` for one entity (its key fields), or as the root fetch when ``entity`` is None."""
+        rk = r.spec.response_key
+        errors: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        if entity is None:
+            scratch: dict[str, Any] = {}
+            await self.executor.run_roots((fetch,), scratch, errors, r.variables, r.headers)
+            await self.executor.run_entities(list(fetch.children), scratch, errors, r.variables, r.headers)
+            value, under = scratch.get(rk), (rk,)
+        else:
+            objects = [dict(entity)]
+            await self.executor.run_entities([fetch], {SHADOW_ROOT: objects}, errors, r.variables, r.headers)
+            value, under = objects[0].get(rk), (SHADOW_ROOT, 0)
+        return _Answer(orjson.dumps(strip_internal(value)), _errors_under(errors, under), time.perf_counter() - start)
+
+    async def _compare_again(self, r: _Request, rep_key: bytes | None, entity: dict[str, Any] | None) -> ShadowResult:
+        """A recheck: the field fetched again from the backend that served it and from the shadow
+        backend, at the same time, and compared with the same comparator and rules."""
+        op, spec = r.operation, r.spec
+        served_fetch = plan_shadow(op.composed, op.ownership, replace(spec, backend=spec.served_backend), op.document,
+                                   op.operation_name)
+        served, shadow = await asyncio.gather(self._ask(r, served_fetch, entity), self._ask(r, r.fetch, entity))
+        return self._compare(r, rep_key, served, shadow)
 
     async def _run_batch(self, batch: _Batch) -> None:
         try:
@@ -235,6 +294,7 @@ class FieldShadower:
     async def _batch(self, batch: _Batch) -> None:
         index: dict[bytes, int] = {}  # each distinct entity is asked once
         entities: list[dict[str, Any]] = []  # their key fields; the answer is merged into them
+        keyed: list[dict[str, Any]] = []  # the same key fields, untouched (what a recheck asks for)
         entries: list[tuple[_Request, int, bytes, Any]] = []  # per request and entity: index, key, served
         for r in batch.requests:
             spec = r.spec
@@ -251,7 +311,8 @@ class FieldShadower:
                 i = index.get(k)
                 if i is None:
                     i = index[k] = len(entities)
-                    entities.append({a: obj[a] for a, _ in spec.keys.fields})
+                    keyed.append({a: obj[a] for a, _ in spec.keys.fields})
+                    entities.append(dict(keyed[-1]))
                 entries.append((r, i, k, obj.get(spec.response_key)))
         if not entries:
             return
@@ -267,14 +328,15 @@ class FieldShadower:
         shadow_bodies: dict[int, bytes] = {}
         # Requests that saw the same entity with the same served value get the same comparison
         # (the shadow answer is one per entity): computed once, recorded for each request.
-        compared: dict[tuple[Any, ...], ShadowResult] = {}
+        compared: dict[tuple[Any, ...], list[ShadowResult]] = {}
+        firsts: dict[tuple[Any, ...], tuple[_Request, bytes, dict[str, Any]]] = {}
         for r, i, k, served in entries:
             spec = r.spec
             served_body = orjson.dumps(strip_internal(served))
             same = (spec.field_name, spec.mode, spec.served_by, spec.served_backend, spec.backend, k, served_body)
             earlier = compared.get(same)
             if earlier is not None:
-                self._record(spec, _with_served_latency(earlier, spec, r.served_latency_s))
+                earlier.append(_with_served_latency(earlier[0], spec, r.served_latency_s))
                 continue
             if compared:
                 await asyncio.sleep(0)  # many entities: let client requests run between comparisons
@@ -282,33 +344,43 @@ class FieldShadower:
             if shadow_body is None:
                 shadow_body = shadow_bodies[i] = orjson.dumps(strip_internal(entities[i].get(spec.response_key)))
             errors = _errors_under(chunk_errors[i // n], (SHADOW_ROOT, i % n))
-            compared[same] = self._compare(r, k, served_body, shadow_body, errors, latency)
+            compared[same] = [self._compare(r, k, _Answer(served_body, [], r.served_latency_s),
+                                            _Answer(shadow_body, errors, latency))]
+            firsts[same] = (r, k, keyed[i])
+        for same, results in compared.items():
+            r, k, entity = firsts[same]
+            self._settle(r.spec, results, partial(self._compare_again, r, k, entity))
 
-    def _compare(self, r: _Request, rep_key: bytes | None, served_body: bytes, shadow_body: bytes,
-                 shadow_errors: list[dict[str, Any]], latency_s: float) -> ShadowResult:
+    def _compare(self, r: _Request, rep_key: bytes | None, served: _Answer, shadow: _Answer) -> ShadowResult:
         spec = r.spec
-        served_ex = self._exchange(spec.served_backend, spec, served_body, [], r.served_latency_s)
-        shadow_ex = self._exchange(spec.backend, spec, shadow_body, shadow_errors, latency_s)
+        served_ex = self._exchange(spec.served_backend, spec, served)
+        shadow_ex = self._exchange(spec.backend, spec, shadow)
         legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
         pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
                           legacy=legacy, candidate=candidate, partition=_partition_label(rep_key))
-        result = self.comparator.compare(pair, self.rules_for(spec.field_name))
-        self._record(spec, result)
-        return result
+        return self.comparator.compare(pair, self.rules_for(spec.field_name))
 
-    def _record(self, spec: ShadowSpec, result: ShadowResult) -> None:
-        self.completed += 1
+    def _settle(self, spec: ShadowSpec, results: list[ShadowResult],
+                compare_again: Callable[[], Coroutine[Any, Any, ShadowResult]]) -> None:
+        """Record one comparison (once per request that saw it): at once, or once a recheck decides."""
+        self.completed += len(results)
         if self.metrics is not None:
-            self.metrics.shadow(spec.field_name, OUTCOME_COMPLETED)
-        self.publish(result)
+            for _ in results:
+                self.metrics.shadow(spec.field_name, OUTCOME_COMPLETED)
+        rechecker = self.rechecker
+        after = None if rechecker is None else recheck_delay(results[0], self.rules_for(spec.field_name), safe=True)
+        if rechecker is None or after is None:
+            for result in results:
+                self.publish(result)
+        else:
+            rechecker.submit(results, after, compare_again)
 
-    def _exchange(self, backend: str, spec: ShadowSpec, body: bytes, errors: list[dict[str, Any]],
-                  latency_s: float) -> Exchange:
+    def _exchange(self, backend: str, spec: ShadowSpec, answer: _Answer) -> Exchange:
         err = None
-        if errors:
-            err = f"{ERROR_GRAPHQL}: " + "; ".join(str(e.get("message")) for e in errors)[:300]
+        if answer.errors:
+            err = f"{ERROR_GRAPHQL}: " + "; ".join(str(e.get("message")) for e in answer.errors)[:300]
         return Exchange(upstream=backend, method="POST", target=f"{self.graphql_path}#{spec.field_name}",
-                        status=200, body=body, latency_s=latency_s, error=err,
+                        status=200, body=answer.body, latency_s=answer.latency_s, error=err,
                         response_headers=(("content-type", "application/json"),))
 
 

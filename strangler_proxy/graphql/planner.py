@@ -369,7 +369,9 @@ class _Planner:
         groups = self._split_root(root, op.selection_set.selections, ordered=op.operation == OperationType.MUTATION)
         fetches = []
         for owner, sels in groups:
-            sub, ch = self.plan_selections(root, sels, owner, (), False)
+            # _split_root decided each root field's owner (and its shadow) already: deciding again here
+            # would take a shadowed root field for an entity field of Query.
+            sub, ch = self.plan_selections(root, sels, owner, (), False, decided=True)
             body = SelectionSetNode(selections=tuple(sub))
             variables = _variables_in(body)
             defs = ", ".join(self._defs(variables))

@@ -85,7 +85,7 @@ def _anchor(key: str) -> str:
 
 def _summary_table(report: Report) -> str:
     head = (
-        "<tr><th>key</th><th>samples</th><th>match</th><th>mismatch</th><th>candidate errors</th>"
+        "<tr><th>key</th><th>samples</th><th>match</th><th>mismatch</th><th>transient</th><th>candidate errors</th>"
         "<th>served by target</th><th>noise paths</th><th>legacy p50 / p99 ms</th><th>candidate p50 / p99 ms</th><th>readiness</th></tr>"
     )
     rows = []
@@ -94,7 +94,8 @@ def _summary_table(report: Report) -> str:
         rows.append(
             f'<tr data-key="{escape(k.key)}"><td><a href="#{_anchor(k.key)}">{escape(k.key)}</a></td>'
             f'<td class="num">{c.compared}</td><td class="num">{_pct(c.match, c.compared)}</td>'
-            f'<td class="num">{_pct(c.mismatch, c.compared)}</td><td class="num">{c.candidate_error}</td>'
+            f'<td class="num">{_pct(c.mismatch, c.compared)}</td><td class="num">{c.transient}</td>'
+            f'<td class="num">{c.candidate_error}</td>'
             f'<td class="num">{c.served}</td><td class="num">{len(k.summary.noise)}</td>'
             f'<td class="num">{_ms(k.p("legacy", 0.5))} / {_ms(k.p("legacy", 0.99))}</td>'
             f'<td class="num">{_ms(k.p("candidate", 0.5))} / {_ms(k.p("candidate", 0.99))}</td>'
@@ -211,7 +212,8 @@ def _key_section(k: KeyReport) -> str:
         f'<section id="{_anchor(k.key)}" class="key"><h2>{escape(k.key)} '
         f'<span class="{k.readiness.status}">{escape(k.readiness.label)}</span></h2>'
         f'<p class="meta">{k.kind} · {k.summary.counts.total} results · '
-        f"{k.summary.counts.served} served by target (not compared) · noise paths: {noise}</p>"
+        f"{k.summary.counts.served} served by target (not compared) · "
+        f"{k.summary.counts.transient} transient (gone when asked again) · noise paths: {noise}</p>"
         f"{_charts(k)}<h3>Top differing paths</h3>{_paths_table(k)}<h3>Examples</h3>{examples}</section>"
     )
 

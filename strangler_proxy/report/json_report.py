@@ -75,6 +75,7 @@ def key_to_json(k: KeyReport) -> dict[str, Any]:
             "legacy_error": c.legacy_error,
             "skipped": c.skipped,
             "served": c.served,  # served by the target, nothing compared; not samples
+            "transient": c.transient,  # mismatches gone when asked again (lag); neither samples nor mismatches
             "total": c.total,
         },
         "match_rate": _rate(c.match, n),
@@ -111,6 +112,7 @@ def key_to_json(k: KeyReport) -> dict[str, Any]:
                 "end": _iso(p.end),
                 "samples": p.counts.compared,
                 "served": p.counts.served,
+                "transient": p.counts.transient,
                 "match_rate": _rate(p.counts.match, p.counts.compared),
                 "legacy_p99_ms": _ms(p.legacy_latency.quantile(0.99)),
                 "candidate_p99_ms": _ms(p.candidate_latency.quantile(0.99)),

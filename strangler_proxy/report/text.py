@@ -5,7 +5,9 @@ then the top differing paths of every key that has any.
 are requests the candidate answered with nothing compared (canary's target
 share, extracted without reverse shadow) -- shown so an extracted route is
 visibly busy even when it has no samples. Candidate errors include those of
-served traffic."""
+served traffic. "transient" are mismatches that were gone when both sides
+were asked again a moment later (replication lag): counted apart, never in
+the samples or the mismatch %."""
 
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def render_text(report: Report, console: Console) -> None:
         ("samples", "right"),
         ("match", "right"),
         ("mismatch", "right"),
+        ("transient", "right"),
         ("cand. errors", "right"),
         ("served by target", "right"),
         ("noise paths", "right"),
@@ -65,6 +68,7 @@ def render_text(report: Report, console: Console) -> None:
             str(c.compared),
             _pct(c.match, c.compared),
             _pct(c.mismatch, c.compared),
+            str(c.transient),
             str(c.candidate_error),
             str(c.served),
             str(len(k.summary.noise)),

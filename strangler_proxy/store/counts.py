@@ -9,9 +9,13 @@ Two different denominators, on purpose:
   errors count wherever they happen (a 5xx on target-served traffic is as
   real as one on mirrored traffic).
 
-    >>> c = VerdictCounts(match=98, candidate_error=2, served=100)
+``transient`` -- mismatches that disappeared when both sides were asked
+again (replication lag) -- is in neither: it is counted and reported, never
+judged.
+
+    >>> c = VerdictCounts(match=98, candidate_error=2, served=100, transient=5)
     >>> c.compared, c.handled, c.total
-    (100, 200, 200)
+    (100, 200, 205)
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class VerdictCounts:
     legacy_error: int = 0
     skipped: int = 0
     served: int = 0
+    transient: int = 0  # a mismatch that was gone when asked again: neither a sample nor a mismatch
 
     @property
     def compared(self) -> int:
@@ -47,7 +52,7 @@ class VerdictCounts:
 
     @property
     def total(self) -> int:
-        return self.compared + self.legacy_error + self.skipped + self.served
+        return self.compared + self.legacy_error + self.skipped + self.served + self.transient
 
     def __add__(self, other: VerdictCounts) -> VerdictCounts:
         return VerdictCounts(
@@ -57,4 +62,5 @@ class VerdictCounts:
             self.legacy_error + other.legacy_error,
             self.skipped + other.skipped,
             self.served + other.served,
+            self.transient + other.transient,
         )

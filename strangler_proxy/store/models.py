@@ -1,7 +1,8 @@
 """Tables of the results store (in the ``control`` database).
 
     result_buckets  one row per key and time bucket: verdict counts (``served``:
-                    answered by the candidate, nothing compared) and the
+                    answered by the candidate, nothing compared; ``transient``:
+                    a mismatch gone when asked again) and the
                     latency histograms of both sides (JSON bin-count arrays,
                     see :mod:`.histogram`), added to on conflict
     diff_paths      per key, bucket, path and kind: how often it differed
@@ -48,6 +49,8 @@ class ResultBucket(ResultsBase):
     skipped: Mapped[int] = mapped_column(BigInteger, default=0)
     # Served by the candidate, nothing compared (revision results_0002).
     served: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Mismatches that disappeared when both sides were asked again (revision results_0003).
+    transient: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     legacy_latency: Mapped[str] = mapped_column(Text, default="[]")
     candidate_latency: Mapped[str] = mapped_column(Text, default="[]")
 

@@ -108,6 +108,7 @@ def _counts(row: Any) -> VerdictCounts:
         int(row.legacy_error or 0),
         int(row.skipped or 0),
         int(row.served or 0),
+        int(row.transient or 0),
     )
 
 
@@ -159,6 +160,7 @@ class ResultsReader:
                 _B.c.legacy_error,
                 _B.c.skipped,
                 _B.c.served,
+                _B.c.transient,
                 _B.c.legacy_latency,
                 _B.c.candidate_latency,
             ).order_by(_B.c.key, _B.c.bucket_start)

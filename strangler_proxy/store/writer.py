@@ -71,10 +71,12 @@ VERDICT_COLUMN = {
     Verdict.LEGACY_ERROR: "legacy_error",
     Verdict.SKIPPED: "skipped",
     Verdict.SERVED: "served",
+    Verdict.TRANSIENT: "transient",
 }
 COUNT_COLUMNS = tuple(VERDICT_COLUMN.values())
-# Verdicts worth an example in the report; matches and SERVED are only
-# counted (a served request has no legacy side to show). Candidate errors are
+# Verdicts worth an example in the report; matches, SERVED and TRANSIENT are
+# only counted (a served request has no legacy side to show; a transient one
+# agreed when asked again). Candidate errors are
 # sampled wherever they happened, served traffic included: the reason and
 # status are what an operator needs.
 _SAMPLED = frozenset({Verdict.MISMATCH, Verdict.CANDIDATE_ERROR, Verdict.LEGACY_ERROR})
@@ -294,8 +296,11 @@ class ResultWriter:
                 if (candidate_s := _measured(r.candidate_latency_s)) is not None:
                     agg.candidate[bin_index(candidate_s)] += 1
                     agg.has_latency = True
-            for path, kind in {(_cut(d.path), d.kind.value) for d in r.differences}:
-                batch.paths[(r.key, start, path, kind)] += 1
+            # A transient result keeps the differences it first had (they are
+            # evidence for listeners) but they are not differing paths of the key.
+            if r.verdict is not Verdict.TRANSIENT:
+                for path, kind in {(_cut(d.path), d.kind.value) for d in r.differences}:
+                    batch.paths[(r.key, start, path, kind)] += 1
             if r.noise:
                 # The comparator says, per noise difference, whether a rule
                 # (compare.ignore) or learning explained it.

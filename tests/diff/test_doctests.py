@@ -8,10 +8,10 @@ from types import ModuleType
 import pytest
 
 from strangler_proxy import jsonpath
-from strangler_proxy.diff import comparator, differ, lifter, noise, redaction, rules
+from strangler_proxy.diff import comparator, differ, lifter, noise, recheck, redaction, rules
 
 
-@pytest.mark.parametrize("module", [comparator, differ, jsonpath, lifter, noise, redaction, rules], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [comparator, differ, jsonpath, lifter, noise, recheck, redaction, rules], ids=lambda m: m.__name__)
 def test_docstring_examples(module: ModuleType) -> None:
     failed, attempted = doctest.testmod(module)
     assert attempted > 0 and failed == 0

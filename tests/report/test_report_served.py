@@ -61,7 +61,7 @@ def test_json_adds_served_and_judges_errors_over_all_handled_traffic(served_stor
     keys = {k["key"]: k for k in doc["keys"]}
     ratings, images = keys["ratings"], keys["images"]
     assert ratings["counts"] == {"match": 500, "mismatch": 0, "candidate_error": 1, "legacy_error": 0,
-                                 "skipped": 0, "served": 500, "total": 1001}
+                                 "skipped": 0, "served": 500, "transient": 0, "total": 1001}
     assert ratings["samples"] == 501 and ratings["readiness"]["samples"] == 501  # served are no samples
     assert ratings["candidate_error_rate"] == round(1 / 1001, 6) == ratings["readiness"]["candidate_error_rate"]
     assert ratings["readiness"]["ready"]  # 0.1 % errors over everything the candidate handled
@@ -83,9 +83,9 @@ def test_text_and_html_show_served_by_target(served_store: Store, tmp_path: Path
     assert "served by" in out.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.output.splitlines() if line.count("│") > 5}
-    # key | samples | match | mismatch | cand. errors | served by target | ...
-    assert rows["images"][:5] == ["12", "0.0%", "0.0%", "12", "800"]
-    assert rows["ratings"][:5] == ["501", "99.8%", "0.0%", "1", "500"]
+    # key | samples | match | mismatch | transient | cand. errors | served by target | ...
+    assert rows["images"][:6] == ["12", "0.0%", "0.0%", "0", "12", "800"]
+    assert rows["ratings"][:6] == ["501", "99.8%", "0.0%", "0", "1", "500"]
     html = page.read_text()
     assert "<th>served by target</th>" in html
     assert '<td class="num">12</td><td class="num">800</td>' in html
