@@ -49,9 +49,9 @@ from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.graphql.gateway import GraphQLGateway
 from strangler_proxy.headers import DRY_RUN_HEADER, FALLBACK_HEADER, SERVED_BY_HEADER, SHADOW_HEADER
 from strangler_proxy.routing.canary import serves_target
+from strangler_proxy.routing.methods import SAFE_METHODS
 from strangler_proxy.routing.router import Route
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_ROUTE = "_default"
 GRAPHQL_ROUTE = "graphql"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -33,10 +33,11 @@ from strangler_proxy.config import CompareConfig, ShadowSettings
 from strangler_proxy.dataplane.forwarder import READ_CHUNK, UPSTREAM_FAILURES, Upstreams, translate
 from strangler_proxy.diff.comparator import Comparator, failure_reason
 from strangler_proxy.diff.exchange import Exchange, Headers, ShadowPair, Side
-from strangler_proxy.diff.noise import SAFE_METHODS, wants_noise_sample
+from strangler_proxy.diff.noise import wants_noise_sample
 from strangler_proxy.diff.recheck import Rechecker, recheck_delay
 from strangler_proxy.diff.result import ResultListener, ShadowResult, Verdict
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
+from strangler_proxy.routing.methods import SAFE_METHODS
 
 if TYPE_CHECKING:
     from strangler_proxy.dataplane.runtime import ProxyRuntime

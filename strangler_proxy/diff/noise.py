@@ -25,10 +25,9 @@ import orjson
 
 from strangler_proxy.config import CompareConfig
 from strangler_proxy.errors import NoiseModelError
+from strangler_proxy.routing.methods import SAFE_METHODS  # only these are sent to legacy twice
 
 NOISE_FORMAT_VERSION = 1
-# Only these are ever sent to legacy a second time.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def wants_noise_sample(rules: CompareConfig, method: str, draw: float) -> bool:

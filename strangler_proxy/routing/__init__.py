@@ -6,6 +6,7 @@
 - ``canary``  which side serves a partition key at a percent
               (:func:`~strangler_proxy.routing.canary.serves_target`), the same
               for every route and GraphQL field split by the same key
+- ``methods`` which methods are safe to send twice (mirror, noise sample, recheck)
 
 The data plane, the GraphQL executor and the tests all call these.
 """

@@ -57,9 +57,9 @@ from urllib.parse import quote, urlencode, urlsplit
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 
 from strangler_proxy.dataplane.forwarder import HOP_BY_HOP
-from strangler_proxy.diff.noise import SAFE_METHODS
 from strangler_proxy.errors import HarError
 from strangler_proxy.headers import CONTROL_PREFIX
+from strangler_proxy.routing.methods import SAFE_METHODS
 from strangler_proxy.stack.traffic import PlannedRequest
 
 # Request headers never replayed as recorded: the hop-by-hop ones (the
