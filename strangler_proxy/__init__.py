@@ -3,7 +3,8 @@
 The map of the package (docs/architecture.md has the long version), in the
 order a request meets it:
 
-- ``config``     strangler.yaml, validated once and frozen (``jsonpath``: its path syntax)
+- ``config``     strangler.yaml, validated once and frozen (``yaml_lines``: read with
+                 each key's line; ``jsonpath``: the path syntax of its rules)
 - ``dataplane/`` listener -> handler -> forwarder, and the shadow hand-off
 - ``routing/``   the pure decisions: which route, which side (canary)
 - ``diff/``      lifter, differ, rules, noise, redaction -> a ShadowResult

@@ -145,3 +145,12 @@ def test_load_config_reports_the_file_path(tmp_path: Path) -> None:
     path.write_text(BASE + "routes: []\n")
     with pytest.raises(ConfigErrors, match=rf"^{path}:17: routes: duplicate key"):
         load_config(path)
+
+
+def test_the_yaml_reader_examples_hold() -> None:
+    import doctest
+
+    from strangler_proxy import yaml_lines
+
+    failed, attempted = doctest.testmod(yaml_lines)
+    assert attempted > 0 and failed == 0
