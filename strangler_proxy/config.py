@@ -128,20 +128,129 @@ class ProxySettings(_Frozen):
     limits: ProxyLimits = ProxyLimits()
 
 
-class UpstreamConfig(_Frozen):
+_HTTP_URL_RE = re.compile(r"^https?://[^/\s]+(/.*)?$")
+_ENV_REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DEFAULT_ZONE = "default"
+
+
+def _http_url(v: str) -> str:
+    if not _HTTP_URL_RE.match(v):
+        raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8001")
+    return v.rstrip("/")
+
+
+class EndpointConfig(_Frozen):
+    """One instance of an upstream (docs/config.md "upstreams")."""
+
     url: str
-    connect_timeout_s: float = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0)
-    timeout_s: float = Field(default=DEFAULT_UPSTREAM_TIMEOUT_S, gt=0)
-    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1)
-    # "preserve": send the client's Host; "upstream": the upstream URL's host.
-    host_header: Literal["preserve", "upstream"] = "preserve"
+    zone: str = Field(default=DEFAULT_ZONE, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    priority: int = Field(default=0, ge=0, le=16)  # 0 is the best; traffic spills to 1, 2, ... when 0 is unhealthy
+    weight: int = Field(default=1, ge=1, le=1000)
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/.*)?$", v):
-            raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:8001")
-        return v.rstrip("/")
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class HealthCheckConfig(_Frozen):
+    """Active health checks: GET ``path`` on every endpoint every ``interval_s``."""
+
+    path: str
+    interval_s: float = Field(default=5.0, gt=0, le=3600)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    healthy_after: int = Field(default=2, ge=1, le=100)  # consecutive 2xx to become healthy again
+    unhealthy_after: int = Field(default=3, ge=1, le=100)  # consecutive failures to become unhealthy
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must be a path starting with /, e.g. /healthz")
+        return v
+
+
+class OutlierConfig(_Frozen):
+    """Passive outlier detection: consecutive failures eject an endpoint for a growing time."""
+
+    consecutive_failures: int = Field(default=5, ge=1, le=1000)  # connect failures or 5xx in a row
+    base_ejection_s: float = Field(default=10.0, gt=0, le=3600)  # doubled each time it is ejected again
+    max_ejection_s: float = Field(default=300.0, gt=0, le=86400)
+    max_ejected_percent: float = Field(default=50.0, ge=0, le=100)  # never eject more of the pool than this
+
+
+class RetryConfig(_Frozen):
+    """Retries on another endpoint, bounded by a budget so they cannot amplify an outage."""
+
+    budget_percent: float = Field(default=20.0, ge=0, le=100)  # retries <= this share of requests...
+    window_s: float = Field(default=10.0, gt=0, le=600)  # ...over this window
+    min_per_s: float = Field(default=3.0, ge=0)  # always allowed, so a quiet upstream can still retry
+
+
+class HeaderRules(_Frozen):
+    """Request headers an upstream needs changed: ``set`` (values may name ``${ENV_VAR}``) and ``remove``."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+
+    @field_validator("set")
+    @classmethod
+    def _env_refs(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or name.lower().startswith("x-strangler-"):
+                raise ValueError(f"{name!r} is not a header name an upstream may be sent")
+            for ref in _ENV_REF_RE.findall(value):
+                if ref not in os.environ:
+                    raise ValueError(f"{name}: the environment variable {ref} is not set")
+        return v
+
+    def resolved(self) -> tuple[tuple[str, str], ...]:
+        """``set`` with every ``${VAR}`` replaced from the environment (read when the config loads)."""
+        return tuple((k, _ENV_REF_RE.sub(lambda m: os.environ.get(m.group(1), ""), v)) for k, v in self.set.items())
+
+
+class UpstreamConfig(_Frozen):
+    url: str | None = None  # shorthand for one endpoint
+    endpoints: tuple[EndpointConfig, ...] = ()
+    connect_timeout_s: float = Field(default=DEFAULT_CONNECT_TIMEOUT_S, gt=0)
+    timeout_s: float = Field(default=DEFAULT_UPSTREAM_TIMEOUT_S, gt=0)
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1)  # per endpoint
+    # "preserve": send the client's Host; "upstream": the upstream URL's host.
+    host_header: Literal["preserve", "upstream"] = "preserve"
+    health: HealthCheckConfig | None = None
+    outlier: OutlierConfig = OutlierConfig()
+    retries: RetryConfig = RetryConfig()
+    # Below this share of healthy endpoints a priority level spills traffic to the next.
+    failover_threshold: float = Field(default=0.7, gt=0, le=1)
+    headers: HeaderRules = HeaderRules()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> UpstreamConfig:
+        if (self.url is None) == (not self.endpoints):
+            raise ValueError("give url (one endpoint) or endpoints (several), not both and not neither")
+        urls = [e.url for e in self.endpoints]
+        dup = next((u for u in urls if urls.count(u) > 1), None)
+        if dup is not None:
+            raise ValueError(f"endpoint {dup} is listed twice")
+        levels = sorted({e.priority for e in self.endpoints})
+        if levels and levels != list(range(len(levels))):
+            raise ValueError(f"priorities must be 0, 1, 2, ... without gaps; got {levels}")
+        return self
+
+    @property
+    def endpoint_list(self) -> tuple[EndpointConfig, ...]:
+        """Every endpoint; ``url:`` is one endpoint in the default zone."""
+        return self.endpoints or (EndpointConfig(url=self.url or ""),)
+
+    @property
+    def primary_url(self) -> str:
+        """The first endpoint's URL (where ``strangler up`` starts an app of this upstream)."""
+        return self.endpoint_list[0].url
 
 
 class CompareConfig(_Frozen):

@@ -147,7 +147,7 @@ class GraphQLGateway:
         gql = config.graphql
         if gql.legacy_backend not in gql.backends:
             raise GraphQLGatewayError(f"graphql.legacy_backend {gql.legacy_backend!r} is not in graphql.backends")
-        urls = {name: config.upstreams[b.upstream].url + b.path for name, b in gql.backends.items()}
+        urls = {name: config.upstreams[b.upstream].primary_url + b.path for name, b in gql.backends.items()}
         sdls = await load_sdls(session, {n: (urls[n], b.sdl_file) for n, b in gql.backends.items()},
                                wait_s=gql.sdl_wait_s if sdl_wait_s is None else sdl_wait_s)
         composed = compose(sdls, legacy=gql.legacy_backend)

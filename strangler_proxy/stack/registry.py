@@ -129,7 +129,7 @@ def load_stack(config: StranglerConfig) -> Stack:
     for i, entry in enumerate(config.stack.apps):
         spec = resolve(entry.app, AppSpec, f"stack.apps[{i}].app") if entry.app is not None else None
         upstream = config.stack_upstream(entry)
-        port = URL(upstream.url).port if upstream is not None else None
+        port = URL(upstream.primary_url).port if upstream is not None else None
         if port is None:
             if spec is None:
                 raise ConfigError(f"app {entry.name!r}: its upstream has no port", field=f"stack.apps[{i}].upstream")
