@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from strangler_proxy.errors import ConfigError, ConfigErrors
+from strangler_proxy.header_rules import rule_problem
 from strangler_proxy.jsonpath import parse_path
 from strangler_proxy.yaml_lines import field_name, line_for, read_yaml
 
@@ -197,11 +198,23 @@ class HeaderRules(_Frozen):
     @classmethod
     def _env_refs(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name) or name.lower().startswith("x-strangler-"):
-                raise ValueError(f"{name!r} is not a header name an upstream may be sent")
+            if problem := rule_problem(name):
+                raise ValueError(problem)
+            if any(c in value for c in "\r\n\0"):
+                raise ValueError(f"{name}: a header value is one line")
             for ref in _ENV_REF_RE.findall(value):
                 if ref not in os.environ:
                     raise ValueError(f"{name}: the environment variable {ref} is not set")
+                if any(c in os.environ[ref] for c in "\r\n\0"):
+                    raise ValueError(f"{name}: the environment variable {ref} holds a line break")
+        return v
+
+    @field_validator("remove")
+    @classmethod
+    def _removable(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if problem := rule_problem(name):
+                raise ValueError(problem)
         return v
 
     def resolved(self) -> tuple[tuple[str, str], ...]:

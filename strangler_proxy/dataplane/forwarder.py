@@ -29,6 +29,7 @@ from yarl import URL
 
 from strangler_proxy.config import UpstreamConfig
 from strangler_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from strangler_proxy.header_rules import HeaderRuleSet, apply_header_rules
 from strangler_proxy.headers import CONTROL_PREFIX
 
 HOP_BY_HOP = frozenset(
@@ -176,7 +177,7 @@ class UpstreamClient:
     """
 
     __slots__ = ("name", "config", "session", "connector", "timeout", "scheme", "authority", "base_path", "keep_host",
-                 "_loop")
+                 "header_rules", "_loop")
 
     def __init__(self, name: str, config: UpstreamConfig) -> None:
         url = URL(config.url)
@@ -186,6 +187,8 @@ class UpstreamClient:
         self.authority = url.raw_authority
         self.base_path = url.raw_path.rstrip("/")
         self.keep_host = config.host_header == "preserve"
+        # headers.set/remove, ${ENV} resolved once here; None (nothing to do) for most upstreams
+        self.header_rules = HeaderRuleSet.build(config.headers.resolved(), config.headers.remove)
         self.connector = aiohttp.TCPConnector(
             limit=config.max_connections, limit_per_host=config.max_connections, ttl_dns_cache=300,
             timeout_ceil_threshold=TIMEOUT_CEIL_THRESHOLD_S,
@@ -233,6 +236,8 @@ class UpstreamClient:
         wraps the whole exchange in ``asyncio.timeout``).
         """
         url = self.url(raw_path, raw_query)
+        if self.header_rules is not None:  # this upstream's own, on a copy: never recorded, never mirrored
+            headers = apply_header_rules(headers, self.header_rules)
         try:
             if body is None:
                 if timeout is None or timeout.total is None:
