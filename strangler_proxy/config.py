@@ -243,17 +243,29 @@ class UpstreamConfig(_Frozen):
         return None if v is None else _http_url(v)
 
     @model_validator(mode="after")
-    def _one_way(self) -> UpstreamConfig:
+    def _one_way(self, info: ValidationInfo) -> UpstreamConfig:
         if (self.url is None) == (not self.endpoints):
             raise ValueError("give url (one endpoint) or endpoints (several), not both and not neither")
-        urls = [e.url for e in self.endpoints]
-        dup = next((u for u in urls if urls.count(u) > 1), None)
-        if dup is not None:
-            raise ValueError(f"endpoint {dup} is listed twice")
-        levels = sorted({e.priority for e in self.endpoints})
-        if levels and levels != list(range(len(levels))):
-            raise ValueError(f"priorities must be 0, 1, 2, ... without gaps; got {levels}")
+        # load_config_text reports these itself, at the line of the endpoint concerned.
+        if not (info.context or {}).get("defer_references") and (problems := self.endpoint_problems()):
+            raise ValueError("; ".join(f"{field_name(loc)}: {msg}" for loc, msg in problems))
         return self
+
+    def endpoint_problems(self) -> list[tuple[tuple[Any, ...], str]]:
+        """An endpoint listed twice, a gap between priorities: each located at its endpoint."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        first: dict[str, int] = {}
+        for i, e in enumerate(self.endpoints):
+            if e.url in first:
+                problems.append((("endpoints", i, "url"), f"{e.url} is listed twice (also endpoints[{first[e.url]}])"))
+            first.setdefault(e.url, i)
+        levels = sorted({e.priority for e in self.endpoints})
+        gap = next((level for n, level in enumerate(levels) if level != n), None)
+        if gap is not None:
+            i = next(i for i, e in enumerate(self.endpoints) if e.priority == gap)
+            problems.append((("endpoints", i, "priority"),
+                             f"priorities are 0, 1, 2, ... without a gap (traffic spills to the next); got {levels}"))
+        return problems
 
     @property
     def endpoint_list(self) -> tuple[EndpointConfig, ...]:
@@ -593,7 +605,9 @@ class StranglerConfig(_Frozen):
 
     def reference_problems(self) -> list[tuple[tuple[Any, ...], str]]:
         """Names that point at nothing: upstreams, backends, duplicate routes."""
-        problems: list[tuple[tuple[Any, ...], str]] = []
+        problems: list[tuple[tuple[Any, ...], str]] = [
+            (("upstreams", name, *loc), msg) for name, up in self.upstreams.items() for loc, msg in up.endpoint_problems()
+        ]
         known = sorted(self.upstreams)
         if self.proxy.default_upstream not in self.upstreams:
             problems.append(
