@@ -171,6 +171,7 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(..., help="An app of the stack (stack.apps; the demo's: ratings, credits, images)"),
         port: int = typer.Option(None, "--port", "-p", help="Port [default: its upstream's in strangler.yaml]"),
         host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface to listen on"),
+        migrate: bool = typer.Option(True, help="Migrate its database first (--no-migrate: another copy did)"),
         config: str = ConfigOption,
     ) -> None:
         """Serve one app of the stack, e.g. an extracted service (its database is migrated first)."""
@@ -178,7 +179,8 @@ def register(app: typer.Typer) -> None:
             loaded, stack = config_and_stack(config)
             app, spec = stack.python_app(name)
             url = loaded.database_url_of(app.database)
-            server = AppServer(name, spec, url, host=host, port=port if port is not None else app.port)
+            server = AppServer(name, spec, url, host=host, port=port if port is not None else app.port,
+                               migrate_first=migrate)
             asyncio.run(_serve(server, shown_url(url)))
         except (StranglerError, OSError) as exc:
             raise fail(exc) from exc

@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the whole local stack (migrated, seeded if empty) until Ctrl-C."""
         options = StackOptions(host=host or DEFAULT_HOST, legacy_port=monolith_port, size=titles, seed=seed,
-                               with_services=services)
+                               with_services=services, config_path=config)
         try:
             # PostgreSQL databases must exist first: created with --create-databases, else named.
             ensure_databases(up_migrations(config, options, with_proxy=proxy), config, create=create_databases)

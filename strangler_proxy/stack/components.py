@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ DEFAULT_UP_SEED = 42
 REVERSE_METRICS_OFFSET = 10  # reverse workers' /metrics: app port + 1000 + 10
 DEFAULT_SYNC_BATCH = 500
 DEFAULT_SYNC_POLL_S = 0.05
+DEFAULT_CONFIG_PATH = "strangler.yaml"
+# A further copy of a Python app is this toolkit's own `strangler service NAME`, in a process of its own.
+SERVE_COPY = (sys.executable, "-m", "strangler_proxy.cli.main", "service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class StackOptions:
     size: int = DEFAULT_UP_SIZE  # 0: do not seed
     seed: int = DEFAULT_UP_SEED
     with_services: bool = True
+    config_path: str = DEFAULT_CONFIG_PATH  # what the further copies of a Python app are started with
 
 
 def sync_metrics_port(app_port: int, *, reverse: bool) -> int:
@@ -89,18 +94,45 @@ def app_component(
     app: RegisteredApp, config: StranglerConfig, *, host: str, port: int | None = None,
     seed: SeedRequest | None = None, backfill: bool = False,
 ) -> Component:
-    """One app: a Python app (migrated, seeded or backfilled as asked) or a command."""
+    """One app (its first copy): a Python app (migrated, seeded or backfilled as asked) or a command."""
     port = port if port is not None else app.port
+    label = f"{app.name} ({app.zones[0]})" if len(app.ports) > 1 else app.name
     if app.spec is None:
         assert app.entry.command is not None
         command = CommandApp(app.name, app.entry.command, host=host, port=port, health=app.entry.health)
-        return Component(app.name, command.start, command.stop)
+        return Component(label, command.start, command.stop)
     datamove = app.spec.datamove
     server = AppServer(
         app.name, app.spec, config.database_url_of(app.database), host=host, port=port, seed=seed,
         backfill_from=config.database_url_of(datamove.source) if backfill and datamove is not None else None,
     )
-    return Component(app.name, server.start, server.stop)
+    return Component(label, server.start, server.stop)
+
+
+def copy_components(app: RegisteredApp, *, host: str, config_path: str) -> list[Component]:
+    """The further copies of an app whose upstream lists several endpoints (one
+    per endpoint port after the first), each in a process of its own: one can
+    be killed while the others serve (a failover drill), as in production.
+
+    They share the first copy's database, which ``strangler up`` has migrated
+    and seeded by then (``--no-migrate``): once per database, not per copy. A
+    command app is simply run again on each port.
+    """
+    components = []
+    for port, zone in zip(app.ports[1:], app.zones[1:], strict=True):
+        argv = app.entry.command or (*SERVE_COPY, app.name, "--no-migrate", "--host", "{host}", "--port", "{port}",
+                                     "--config", config_path)
+        command = CommandApp(app.name, argv, host=host, port=port, health=app.entry.health)
+        components.append(Component(f"{app.name} ({zone})", _with_pid(command), command.stop))
+    return components
+
+
+def _with_pid(command: CommandApp) -> Callable[[], Awaitable[str]]:
+    async def start() -> str:
+        url = await command.start()
+        return f"{url}  (pid {command.pid})"
+
+    return start
 
 
 def sync_components(stack: Stack, config: StranglerConfig, host: str) -> list[Component]:
@@ -140,11 +172,15 @@ def started_apps(stack: Stack, options: StackOptions) -> list[RegisteredApp]:
 def stack_components(stack: Stack, config: StranglerConfig, options: StackOptions) -> list[Component]:
     """The legacy app (seeded when empty), then -- with services -- every other
     app (backfilled on first start) and the sync workers. The proxy is the
-    caller's to append."""
+    caller's to append. An app whose upstream lists several endpoints is
+    started once per endpoint (:func:`copy_components`)."""
     legacy, *others = started_apps(stack, options)
     seed = SeedRequest(size=options.size, seed=options.seed, if_empty=True) if options.size else None
     components = [app_component(legacy, config, host=options.host, port=options.legacy_port, seed=seed)]
-    components += [app_component(a, config, host=options.host, backfill=True) for a in others]
+    components += copy_components(legacy, host=options.host, config_path=options.config_path)
+    for app in others:
+        components.append(app_component(app, config, host=options.host, backfill=True))
+        components += copy_components(app, host=options.host, config_path=options.config_path)
     if options.with_services:
         components += sync_components(stack, config, options.host)
     return components

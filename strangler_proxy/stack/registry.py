@@ -13,6 +13,15 @@ what they name and checks its type, so a typo fails here with the entry's name.
     >>> stack = load_stack(cfg)
     >>> stack.legacy().name, stack.legacy().port
     ('monolith', 8001)
+
+An upstream with several endpoints runs its app once per endpoint:
+
+    >>> cfg = load_config_text(
+    ...     "upstreams: {legacy: {endpoints: [{url: 'http://127.0.0.1:8001', zone: zone-a},"
+    ...     " {url: 'http://127.0.0.1:8002', zone: zone-b}]}}\\n"
+    ...     "stack: {apps: [{name: monolith, command: [./run, '{port}'], upstream: legacy}]}")
+    >>> load_stack(cfg).legacy().ports, load_stack(cfg).legacy().zones
+    ((8001, 8002), ('zone-a', 'zone-b'))
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from typing import Any
 from yarl import URL
 
 from strangler_proxy import migrate
-from strangler_proxy.config import StackApp, StranglerConfig
+from strangler_proxy.config import DEFAULT_ZONE, StackApp, StranglerConfig
 from strangler_proxy.errors import ConfigError
 from strangler_proxy.migrate import MigrationEnv
 from strangler_proxy.stack.apps import AppSpec
@@ -32,15 +41,26 @@ from strangler_proxy.stack.apps import AppSpec
 
 @dataclass(frozen=True)
 class RegisteredApp:
-    """One app of the stack: its config entry and, for a Python app, its spec."""
+    """One app of the stack: its config entry and, for a Python app, its spec.
+
+    It runs one copy per endpoint of its upstream (``ports``, one per distinct
+    port, in the file's order; ``zones`` says each one's zone): the first is
+    where ``strangler up`` migrates and seeds, the others share its database.
+    """
 
     entry: StackApp
     spec: AppSpec | None  # None: a command
-    port: int  # where it listens (its upstream's port, else the spec's default)
+    ports: tuple[int, ...]  # where its copies listen (its upstream's endpoints' ports, else the spec's default)
+    zones: tuple[str, ...] = ()  # the zone of each copy's endpoint
 
     @property
     def name(self) -> str:
         return self.entry.name
+
+    @property
+    def port(self) -> int:
+        """Where its first copy listens (``strangler monolith``/``service`` serve this one)."""
+        return self.ports[0]
 
     @property
     def database(self) -> str:
@@ -129,12 +149,16 @@ def load_stack(config: StranglerConfig) -> Stack:
     for i, entry in enumerate(config.stack.apps):
         spec = resolve(entry.app, AppSpec, f"stack.apps[{i}].app") if entry.app is not None else None
         upstream = config.stack_upstream(entry)
-        port = URL(upstream.primary_url).port if upstream is not None else None
-        if port is None:
+        copies: dict[int, str] = {}  # port -> zone: endpoints on other hosts but the same port are one copy here
+        for endpoint in upstream.endpoint_list if upstream is not None else ():
+            port = URL(endpoint.url).port
+            if port is not None:
+                copies.setdefault(port, endpoint.zone)
+        if not copies:
             if spec is None:
                 raise ConfigError(f"app {entry.name!r}: its upstream has no port", field=f"stack.apps[{i}].upstream")
-            port = spec.default_port
-        apps.append(RegisteredApp(entry, spec, port))
+            copies[spec.default_port] = DEFAULT_ZONE
+        apps.append(RegisteredApp(entry, spec, tuple(copies), tuple(copies.values())))
     traffic = resolve(config.stack.traffic, object, "stack.traffic") if config.stack.traffic else None
     if traffic is not None and not callable(traffic):
         raise ConfigError(f"{config.stack.traffic}: a traffic plan factory must be callable", field="stack.traffic")

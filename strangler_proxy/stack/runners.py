@@ -114,6 +114,11 @@ class CommandApp:
         self.start_timeout_s = start_timeout_s
         self._proc: asyncio.subprocess.Process | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The running program's process id (None before start and after stop)."""
+        return self._proc.pid if self._proc is not None else None
+
     async def start(self) -> str:
         try:
             self._proc = await asyncio.create_subprocess_exec(*self.argv, start_new_session=True)
