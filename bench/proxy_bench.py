@@ -25,6 +25,13 @@ is repeated and the median printed (with the spread), and for every row:
 * ``conns``: TCP connections the upstream accepted during the run (a proxy
   that keeps connections alive opens about ``c`` of them, not one per request).
 
+The endpoint rows (``--only endpoints`` runs just them) measure what choosing
+an endpoint costs: two proxies in legacy pass-through, one with the legacy
+upstream as one ``url:``, one with it as three ``endpoints:`` (the same
+upstream process listening on three ports), measured in turns in the same run
+(a warm-up first, then ``repeats`` pairs, order alternating); printed: each
+one's CPU per request and the difference, the median of the pairs' differences.
+
 The fixed-rate rows drive the proxy with ``hey -q`` at the same offered rate
 (30 % of the slower proxy mode's saturation throughput, at most 2000/s,
 unless ``--rate``) in
@@ -103,23 +110,33 @@ class _Upstream(asyncio.Protocol):
             self.t.write(data)  # type: ignore[attr-defined]
 
 
-def serve_upstream(port: int, delay: float) -> None:
+def serve_upstream(ports: list[int], delay: float) -> None:
+    """One upstream process, listening on every port of ``ports`` (endpoints of one backend)."""
     import uvloop
 
     _Upstream.delay = delay
 
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_Upstream, "127.0.0.1", port, backlog=1024)
-        async with server:
-            await server.serve_forever()
+        loop = asyncio.get_running_loop()
+        servers = [await loop.create_server(_Upstream, "127.0.0.1", port, backlog=1024) for port in ports]
+        await asyncio.gather(*(server.serve_forever() for server in servers))
 
     uvloop.run(main())
 
 
 # ---------------------------------------------------------------- the proxy
-def serve_proxy(port: int, legacy: int, candidate: int, mode: str, log_path: str) -> None:
+def legacy_upstream(ports: list[int]) -> str:
+    """The legacy upstream's YAML: one ``url:``, or one endpoint per port, each in its own zone."""
+    if len(ports) == 1:
+        return f'{{url: "http://127.0.0.1:{ports[0]}"}}'
+    endpoints = ", ".join(f'{{url: "http://127.0.0.1:{p}", zone: zone-{i}}}' for i, p in enumerate(ports))
+    return f"{{endpoints: [{endpoints}]}}"
+
+
+def serve_proxy(port: int, legacy: list[int], candidate: int, mode: str, log_path: str) -> None:
     """The real assembled proxy (``ProxyServer``): the diff engine compares every
-    mirrored pair and the results store writes them (SQLite) -- what users run."""
+    mirrored pair and the results store writes them (SQLite) -- what users run.
+    ``legacy``: the legacy upstream's ports (several: one endpoint each)."""
     import tempfile
 
     import uvloop
@@ -136,7 +153,7 @@ def serve_proxy(port: int, legacy: int, candidate: int, mode: str, log_path: str
     config.write_text(f"""
 proxy: {{admin_tokens: {{bench: bench-token}}}}
 upstreams:
-  legacy: {{url: "http://127.0.0.1:{legacy}"}}
+  legacy: {legacy_upstream(legacy)}
   candidate: {{url: "http://127.0.0.1:{candidate}", connect_timeout_s: 1}}
 shadow: {{timeout_s: 2}}
 compare: {{ignore: ["$..request_id"]}}
@@ -403,6 +420,49 @@ def median_run(runs: list[Run]) -> Run:
     )
 
 
+ENDPOINTS = 3  # the endpoint rows: one endpoint vs this many
+ENDPOINT_CHOICE = "endpoint choice"  # results key of the difference
+
+
+def endpoint_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float) -> None:
+    """What choosing an endpoint costs: legacy pass-through with the legacy
+    upstream as one ``url:`` and as ``ENDPOINTS`` endpoints (one upstream
+    process on that many ports), both proxies up at once and measured in turns
+    (order alternating), so drift on the box hits both alike."""
+    ports = [free_port() for _ in range(ENDPOINTS)]
+    stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", *map(str, ports)], ports[0])
+    for port in ports[1:]:
+        wait_port(port)
+    nowhere = free_port()  # the candidate: never asked in legacy mode
+    proxies: dict[int, tuple[int, int]] = {}  # endpoints -> (proxy port, pid)
+    for n in (1, ENDPOINTS):
+        port = free_port()
+        proc = stack.start(PROXY_CPU, [PY, __file__, "--serve-proxy", str(port), ",".join(map(str, ports[:n])),
+                                       str(nowhere), "legacy", str(tmp / f"endpoints-{n}.log")], port)
+        proxies[n] = (port, proc.pid)
+    for port, pid in proxies.values():  # warm-up: pooled connections, caches
+        measure_once(port, ("wrk", 32), 1, pid, ports[0])
+    runs: dict[int, list[Run]] = {n: [] for n in proxies}
+    for i in range(pairs):
+        for n in (1, ENDPOINTS) if i % 2 == 0 else (ENDPOINTS, 1):
+            port, pid = proxies[n]
+            runs[n].append(measure_once(port, ("wrk", 32), duration, pid, ports[0]))
+    for n, rs in runs.items():
+        m = results[f"strangler legacy {n} endpoint{'s' if n > 1 else ''} c=32"] = median_run(rs)
+        assert m.cpu_us is not None and m.core_us is not None
+        print(f"  {'legacy, ' + str(n) + ' endpoint' + ('s' if n > 1 else '') + ' c=32':<30} {m.rps:7.0f} req/s "
+              f"({min(r.rps for r in rs):.0f}..{max(r.rps for r in rs):.0f})  cpu {m.cpu_us:6.1f} "
+              f"core {m.core_us:6.1f} us/req", flush=True)
+    def differences(field: str) -> list[float]:
+        return sorted(getattr(t, field) - getattr(o, field) for o, t in zip(runs[1], runs[ENDPOINTS], strict=True))
+
+    cpu, core = differences("cpu_us"), differences("core_us")
+    results[ENDPOINT_CHOICE] = Run(0, 0, 0, 0, statistics.median(cpu), statistics.median(core), None)
+    print(f"  choosing an endpoint ({ENDPOINTS} endpoints vs 1): {statistics.median(cpu):+.1f} us CPU per request "
+          f"(median of {pairs} pairs, {cpu[0]:+.1f}..{cpu[-1]:+.1f}; core-0 busy {statistics.median(core):+.1f} us)",
+          flush=True)
+
+
 class Stack:
     """Child processes started by the benchmark, stopped in reverse order."""
 
@@ -439,8 +499,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rate", type=int, default=0, help="offered rate of the fixed-rate rows (0: automatic)")
-    ap.add_argument("--only", choices=("strangler",), help="skip the direct and nginx rows")
-    ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=("strangler", "endpoints"),
+                    help="strangler: skip the direct and nginx rows; endpoints: only the one-vs-three endpoint rows")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="pairs of runs of the endpoint rows (default: --repeats, at least 3)")
+    ap.add_argument("--serve-upstream", type=int, nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--serve-proxy", nargs=5, help=argparse.SUPPRESS)
     ap.add_argument("--serve-naive", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -451,7 +514,7 @@ def main() -> None:
         return serve_naive(*args.serve_naive)
     if args.serve_proxy:
         port, legacy, cand, mode, log = args.serve_proxy
-        return serve_proxy(int(port), int(legacy), int(cand), mode, log)
+        return serve_proxy(int(port), [int(p) for p in legacy.split(",")], int(cand), mode, log)
     if args.quick:
         args.repeats, args.duration = 1, 3
 
@@ -480,7 +543,12 @@ def main() -> None:
               f"  conns {m.conns}", flush=True)
         return m
 
+    pairs = args.pairs or max(3, args.repeats)
     try:
+        if args.only == "endpoints":
+            print(f"endpoint rows: {pairs} pairs of {args.duration:.0f} s runs, wrk c=32; proxies on CPU {PROXY_CPU}, "
+                  f"upstream + load on CPU {LOAD_CPU}")
+            return endpoint_rows(stack, tmp, results, pairs, args.duration)
         legacy_port, cand_port = free_port(), free_port()
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(legacy_port)], legacy_port)
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(cand_port)], cand_port)
@@ -539,6 +607,7 @@ def main() -> None:
         slow = stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(slow_port), "--delay", "10"], slow_port)
         run_proxy("strangler shadow slow", "shadow", slow_port, [("wrk", 32)])
         stack.stop(slow)
+        endpoint_rows(stack, tmp, results, pairs, args.duration)
     finally:
         stack.stop_all()
 
@@ -587,6 +656,10 @@ def report(r: dict[str, Run], rss: dict[str, tuple[float, float, float]], have_n
         first, last, peak = rss[label]
         print(f"| {label} c=32 | {r[f'{label} c=32'].rps:.0f}/s; RSS {first:.0f} -> {last:.0f} MB, peak {peak:.0f} MB"
               " | | | flat |")
+    if ENDPOINT_CHOICE in r:
+        choice = r[ENDPOINT_CHOICE]
+        print(f"| choosing an endpoint: CPU/request, {ENDPOINTS} endpoints vs 1, c=32 (process / core) | "
+              f"{choice.cpu_us:+.1f} us / {choice.core_us:+.1f} us | | | <= 3 us |")
     print(f"| peak RSS legacy / shadow | {rss[s][2]:.0f} MB / {rss['strangler shadow'][2]:.0f} MB | | | |")
 
 
