@@ -17,10 +17,13 @@ children are created once per label set and cached in plain dicts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 DEFAULT_ROUTE_LABEL = "_default"  # requests that matched no route
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -44,6 +47,65 @@ class RouteCounters:
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSample:
+    """One upstream endpoint at scrape time (the endpoint board's counters)."""
+
+    upstream: str
+    endpoint: str  # its URL (config-bounded)
+    zone: str
+    healthy: bool
+    drained: bool
+    in_flight: int
+    requests: int
+    latency_buckets: tuple[int, ...]  # per LATENCY_BUCKETS bound, then +Inf (not cumulative)
+    latency_sum: float
+
+
+class _EndpointCollector(Collector):
+    """Per-endpoint series read from the pools' plain counters when scraped, so the
+    hot path pays an int increment instead of a Prometheus child per endpoint."""
+
+    def __init__(self, samples: Callable[[], Iterable[EndpointSample]],
+                 levels: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self.samples = samples
+        self.levels = levels
+
+    def describe(self) -> list[Any]:
+        return []  # names are fixed; nothing to check against the registry's others
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["upstream", "endpoint", "zone"]
+        healthy = GaugeMetricFamily("strangler_endpoint_healthy",
+                                    "1 when the endpoint may serve (not ejected, active checks passing)", labels=labels)
+        drained = GaugeMetricFamily("strangler_endpoint_drained", "1 when an operator drained the endpoint",
+                                    labels=labels)
+        in_flight = GaugeMetricFamily("strangler_endpoint_in_flight", "Requests the endpoint is serving now",
+                                      labels=labels)
+        requests = CounterMetricFamily("strangler_endpoint_requests",
+                                       "Answers from the endpoint (served, shadow and GraphQL paths)", labels=labels)
+        latency = HistogramMetricFamily("strangler_endpoint_latency_seconds",
+                                        "Time to the endpoint's response headers", labels=labels)
+        bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for s in self.samples():
+            values = [s.upstream, s.endpoint, s.zone]
+            healthy.add_metric(values, 1.0 if s.healthy else 0.0)
+            drained.add_metric(values, 1.0 if s.drained else 0.0)
+            in_flight.add_metric(values, float(s.in_flight))
+            requests.add_metric(values, float(s.requests))
+            cumulative, running = [], 0
+            for bound, count in zip(bounds, s.latency_buckets, strict=True):
+                running += count
+                cumulative.append((bound, float(running)))
+            latency.add_metric(values, cumulative, s.latency_sum)
+        level = GaugeMetricFamily("strangler_upstream_serving_priority",
+                                  "The priority level the upstream serves from (above 0: failed over)",
+                                  labels=["upstream"])
+        for upstream, priority in self.levels():
+            level.add_metric([upstream], float(priority))
+        yield from (healthy, drained, in_flight, requests, latency, level)
 
 
 class ProxyMetrics:
@@ -102,6 +164,22 @@ class ProxyMetrics:
         self.flips_total = Counter("strangler_flips", "Applied flips by route and new mode", ("route", "mode"), registry=r)
         self.rollbacks_total = Counter("strangler_rollbacks", "Automatic rollbacks by route", ("route",), registry=r)
 
+        # Upstream endpoints (the pools, dataplane/pool.py and health.py); per-endpoint
+        # health, load and latency come from track_endpoints' collector.
+        self.ejections = Counter(
+            "strangler_endpoint_ejections", "Endpoints ejected by outlier detection (connect failures or 5xx in a row)",
+            ("upstream", "endpoint"), registry=r,
+        )
+        self.retries = Counter(
+            "strangler_upstream_retries", "Requests sent again to another endpoint of the upstream", ("upstream",),
+            registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            "strangler_upstream_retry_budget_exhausted",
+            "Retries not made because the upstream's retry budget was spent", ("upstream",), registry=r,
+        )
+        self._endpoints: _EndpointCollector | None = None
+
         self._req: dict[tuple[str, str, str, int], Any] = {}
         self._client: dict[str, Any] = {}
         self._upstream: dict[tuple[str, str, str], Any] = {}
@@ -136,3 +214,13 @@ class ProxyMetrics:
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         self.shadow_queue_depth.set_function(depth)
+
+    def track_endpoints(self, samples: Callable[[], Iterable[EndpointSample]],
+                        levels: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        """Export every upstream endpoint's health, load and latency, and each upstream's
+        serving priority level (read from ``samples`` and ``levels`` when scraped)."""
+        if self._endpoints is None:
+            self._endpoints = _EndpointCollector(samples, levels)
+            self.registry.register(self._endpoints)
+        else:
+            self._endpoints.samples, self._endpoints.levels = samples, levels

@@ -41,6 +41,7 @@ from strangler_proxy.control.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloa
 from strangler_proxy.control.state_store import StateStore
 from strangler_proxy.databases import make_engine
 from strangler_proxy.dataplane.handler import ProxyHandler, start_proxy
+from strangler_proxy.dataplane.pool import Upstreams
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.dataplane.shadow import ShadowDispatcher
 from strangler_proxy.diff.comparator import Comparator, DiffComparator
@@ -55,7 +56,7 @@ from strangler_proxy.store import ResultWriter
 
 log = logging.getLogger("strangler.server")
 
-# The gateway's own pool towards the GraphQL backends.
+# The gateway's session for the backends' SDL at start-up (fetches go through endpoint pools).
 GRAPHQL_CONNECTIONS = 256
 GRAPHQL_RECOMPOSE_S = 5.0  # started without its gateway: how often to try composing again
 
@@ -116,6 +117,7 @@ class ProxyServer:
         self.admin_port = 0
         self.graphql: GraphQLGateway | None = None
         self._handler: ProxyHandler | None = None  # the running data plane, once listening
+        self._graphql_pools: Upstreams | None = None  # the gateway's endpoint pools towards its backends
         self._rules_config: StranglerConfig | None = None
         self._rules: dict[str, CompareConfig] = {}
         self.host = ""
@@ -226,6 +228,10 @@ class ProxyServer:
             return None
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=GRAPHQL_CONNECTIONS))
         stack.push_async_callback(session.close)
+        # Backend fetches choose an endpoint of their upstream per fetch, through pools of their own
+        # (connections, retry budgets) that share the proxy's endpoint health.
+        self._graphql_pools = Upstreams(self.runtime.endpoints)
+        stack.push_async_callback(self._graphql_pools.close)
         try:
             return await self._compose(config, session, stack, None)
         except BackendSDLUnavailable as exc:
@@ -249,6 +255,7 @@ class ProxyServer:
                 "rechecker": self.shadow.rechecker,  # one recheck budget for REST and GraphQL
             },
             sdl_wait_s=sdl_wait_s,
+            pools=self._graphql_pools,
         )
         if gateway.shadower is not None:
             stack.push_async_callback(gateway.shadower.drain)

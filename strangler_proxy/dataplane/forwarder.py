@@ -1,5 +1,9 @@
-"""The upstream call: one pooled aiohttp ClientSession per upstream, raw targets,
+"""The upstream call: one pooled aiohttp ClientSession per endpoint, raw targets,
 hop-by-hop filtering and ``X-Forwarded-*``.
+
+An upstream's endpoints are balanced, retried and ejected by its
+:class:`~strangler_proxy.dataplane.pool.UpstreamPool`; this module is one
+endpoint's connection (:class:`EndpointClient`) and the header rules.
 
 What is forwarded is exactly what was received, minus hop-by-hop headers
 (RFC 9110 §7.6.1: ``Connection`` and every header it names, ``Keep-Alive``,
@@ -12,7 +16,8 @@ re-quoting), headers keep their order and repeats, bodies are streams.
 The sessions never add headers of their own (no ``User-Agent``, ``Accept``,
 ``Accept-Encoding`` or default ``Content-Type``) and never decompress.
 
-Library errors are translated here, once: connect/reset/protocol failures ->
+Library errors are translated here, once (:func:`translate`, called by the
+pool after it decided whether to retry): connect/reset/protocol failures ->
 :class:`UpstreamConnectError` (502), timeouts -> :class:`UpstreamTimeout` (504).
 """
 
@@ -29,7 +34,6 @@ from yarl import URL
 
 from strangler_proxy.config import UpstreamConfig
 from strangler_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from strangler_proxy.header_rules import HeaderRuleSet, apply_header_rules
 from strangler_proxy.headers import CONTROL_PREFIX
 
 HOP_BY_HOP = frozenset(
@@ -52,7 +56,6 @@ _NO_TIMER = TimerNoop()  # stateless: no total timeout on the serving path
 # Responses with a Content-Length up to this are read whole and sent in one
 # write (cheaper for small JSON); larger or unknown-length ones are streamed.
 SMALL_BODY = 64 * 1024
-CLOSE_GRACE_S = 30.0  # old sessions of a reloaded upstream finish in-flight requests
 
 Headers = list[tuple[str, str]]
 RawHeaders = tuple[tuple[bytes, bytes], ...]
@@ -144,6 +147,8 @@ def response_headers(raw: RawHeaders, connection: str | None) -> Headers:
 
 def translate(exc: BaseException, upstream: str) -> UpstreamError:
     """aiohttp/OS errors -> our typed upstream errors (call inside ``except``)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout("cannot connect in time", upstream=upstream)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return UpstreamTimeout("no answer in time", upstream=upstream)
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -157,6 +162,24 @@ def translate(exc: BaseException, upstream: str) -> UpstreamError:
     return UpstreamConnectError(f"{type(exc).__name__}: {exc}", upstream=upstream)
 
 
+def never_sent(exc: BaseException) -> bool:
+    """The request never left: no connection to the endpoint was made (refused,
+    unreachable, DNS, connect timed out). Nothing was written, a streamed body
+    was not read: any method may go to another endpoint.
+
+    >>> never_sent(aiohttp.ConnectionTimeoutError()), never_sent(aiohttp.ServerDisconnectedError())
+    (True, False)
+    """
+    return isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+
+
+def reset_before_answer(exc: BaseException) -> bool:
+    """The connection broke before a response head arrived (closed or reset by
+    the endpoint): the request may have been received, so only a safe one may
+    be sent again."""
+    return isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and not never_sent(exc)
+
+
 def error_kind(err: UpstreamError) -> str:
     return "timeout" if isinstance(err, UpstreamTimeout) else "connect"
 
@@ -165,8 +188,9 @@ def error_kind(err: UpstreamError) -> str:
 UPSTREAM_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-class UpstreamClient:
-    """A pooled connection to one upstream; ``keep_host`` follows ``host_header``.
+class EndpointClient:
+    """A pooled connection to one endpoint of an upstream, with the upstream's
+    settings (timeouts, ``max_connections`` per endpoint).
 
     Bodiless requests (every GET/HEAD, served or mirrored) take a lean path
     through aiohttp's own pieces -- its request writer, connection pool and
@@ -174,21 +198,23 @@ class UpstreamClient:
     that a proxy never uses (cookie jar, auth, redirects, tracing, proxy
     settings, header merging): about 10 µs of CPU a request. Requests with a
     body go through the session itself.
+
+    :meth:`send` raises the library's own errors (:data:`UPSTREAM_FAILURES`):
+    the pool tells a connect failure (the request never left) from a reset
+    before deciding on a retry, then translates.
     """
 
-    __slots__ = ("name", "config", "session", "connector", "timeout", "scheme", "authority", "base_path", "keep_host",
-                 "header_rules", "_loop")
+    __slots__ = ("name", "endpoint", "config", "session", "connector", "timeout", "scheme", "authority", "base_path",
+                 "_loop")
 
-    def __init__(self, name: str, config: UpstreamConfig) -> None:
-        url = URL(config.url)
+    def __init__(self, name: str, endpoint: str, config: UpstreamConfig) -> None:
+        url = URL(endpoint)
         self.name = name
+        self.endpoint = endpoint
         self.config = config
         self.scheme = url.scheme
         self.authority = url.raw_authority
         self.base_path = url.raw_path.rstrip("/")
-        self.keep_host = config.host_header == "preserve"
-        # headers.set/remove, ${ENV} resolved once here; None (nothing to do) for most upstreams
-        self.header_rules = HeaderRuleSet.build(config.headers.resolved(), config.headers.remove)
         self.connector = aiohttp.TCPConnector(
             limit=config.max_connections, limit_per_host=config.max_connections, ttl_dns_cache=300,
             timeout_ceil_threshold=TIMEOUT_CEIL_THRESHOLD_S,
@@ -230,42 +256,51 @@ class UpstreamClient:
         """Send the request and return once response headers arrived.
 
         The caller owns the response: it must ``release()`` (body fully read)
-        or ``close()`` it. Raises :class:`UpstreamError` only. For a bodiless
-        request ``timeout.total`` bounds the wait for the response headers;
-        a caller that sets it bounds its body read itself (the shadow path
-        wraps the whole exchange in ``asyncio.timeout``).
+        or ``close()`` it. Raises the library's errors untranslated (see the
+        class). For a bodiless request ``timeout.total`` bounds the wait for
+        the response headers; a caller that sets it bounds its body read
+        itself (the shadow path wraps the whole exchange in ``asyncio.timeout``).
+        A connect that times out raises ``aiohttp.ConnectionTimeoutError``
+        on both paths, so the pool knows the request never left.
         """
         url = self.url(raw_path, raw_query)
-        if self.header_rules is not None:  # this upstream's own, on a copy: never recorded, never mirrored
-            headers = apply_header_rules(headers, self.header_rules)
-        try:
-            if body is None:
-                if timeout is None or timeout.total is None:
-                    return await self._send_lean(method, url, headers, timeout or self.timeout)
-                async with asyncio.timeout(timeout.total):
-                    return await self._send_lean(method, url, headers, timeout)
-            kwargs: dict[str, Any] = {"headers": headers, "data": body, "allow_redirects": False}
-            if timeout is not None:
-                kwargs["timeout"] = timeout
-            return await self.session.request(method, url, **kwargs)
-        except UPSTREAM_FAILURES as exc:
-            raise translate(exc, self.name) from exc
+        if body is None:
+            if timeout is None or timeout.total is None:
+                return await self._send_lean(method, url, headers, timeout or self.timeout)
+            async with asyncio.timeout(timeout.total):
+                return await self._send_lean(method, url, headers, timeout)
+        kwargs: dict[str, Any] = {"headers": headers, "data": body, "allow_redirects": False}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        return await self.session.request(method, url, **kwargs)
 
     async def _send_lean(
         self, method: str, url: URL, headers: Headers, timeout: aiohttp.ClientTimeout
     ) -> aiohttp.ClientResponse:
         """What ``ClientSession._request`` does for a bodiless request without
         redirects, cookies, auth, proxies or tracing -- including its one retry
-        of an idempotent request on a pooled connection the upstream had closed."""
+        of an idempotent request on a pooled connection the upstream had closed.
+
+        When that retry cannot connect, the first failure is raised: the request
+        may have reached the endpoint on the closed connection, so the pool must
+        not take it for one that never left."""
         if self.session.closed:
             raise aiohttp.ClientConnectionError("upstream client is closed")
         retry = method in _IDEMPOTENT
+        stale: BaseException | None = None
         while True:
             req = _TransparentRequest(
                 method, url, headers=headers, loop=self._loop, response_class=aiohttp.ClientResponse,
                 timer=_NO_TIMER, session=self.session, ssl=True, traces=[],
             )
-            conn = await self.connector.connect(req, traces=[], timeout=timeout)
+            try:
+                conn = await self.connector.connect(req, traces=[], timeout=timeout)
+            except (aiohttp.ClientConnectorError, TimeoutError) as exc:
+                if stale is not None:
+                    raise stale from exc
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
             assert conn.protocol is not None
             conn.protocol.set_response_params(
                 timer=_NO_TIMER, skip_payload=method == "HEAD", read_until_eof=True, auto_decompress=False,
@@ -280,11 +315,12 @@ class UpstreamClient:
                 except BaseException:
                     resp.close()
                     raise
-            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
                 conn.close()
                 if not retry:
                     raise
                 retry = False  # a reused connection the upstream had closed: once more on a fresh one
+                stale = exc
                 continue
             except BaseException:
                 conn.close()
@@ -293,37 +329,3 @@ class UpstreamClient:
 
     async def close(self) -> None:
         await self.session.close()
-
-
-class Upstreams:
-    """One :class:`UpstreamClient` per configured upstream, created lazily on
-    the running loop and replaced when a reload changes its config."""
-
-    def __init__(self) -> None:
-        self._clients: dict[str, UpstreamClient] = {}
-        self._retiring: dict[asyncio.Task[None], UpstreamClient] = {}
-
-    def get(self, name: str, config: UpstreamConfig) -> UpstreamClient:
-        client = self._clients.get(name)
-        if client is not None and (client.config is config or client.config == config):
-            return client
-        if client is not None:  # reloaded with other settings: retire the old pool gently
-            task = asyncio.get_running_loop().create_task(self._retire(client))
-            self._retiring[task] = client
-            task.add_done_callback(lambda t: self._retiring.pop(t, None))
-        client = self._clients[name] = UpstreamClient(name, config)
-        return client
-
-    async def _retire(self, client: UpstreamClient) -> None:
-        await asyncio.sleep(CLOSE_GRACE_S)
-        await client.close()
-
-    async def close(self) -> None:
-        retiring = list(self._retiring.items())
-        for task, _ in retiring:
-            task.cancel()
-        clients = list(self._clients.values()) + [client for _, client in retiring]
-        self._clients = {}
-        for client in clients:
-            await client.close()
-        await asyncio.sleep(0)  # let aiohttp's transports see their close

@@ -30,13 +30,13 @@ from strangler_proxy.dataplane.forwarder import (
     READ_CHUNK,
     SMALL_BODY,
     UPSTREAM_FAILURES,
-    Upstreams,
     error_kind,
     request_headers,
     response_headers,
     translate,
 )
 from strangler_proxy.dataplane.listener import ProxyRunner, UpstreamAnswer, start_listener
+from strangler_proxy.dataplane.pool import Upstreams
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.dataplane.shadow import (
     SKIP_BODY_TOO_LARGE,
@@ -131,7 +131,7 @@ class _Served:
 
 
 class ProxyHandler:
-    """The data plane. Owns one pooled ClientSession per upstream."""
+    """The data plane. Owns one endpoint pool per upstream (dataplane/pool.py)."""
 
     def __init__(
         self, runtime: ProxyRuntime, shadow: ShadowDispatcher, graphql: GraphQLGateway | None = None
@@ -139,7 +139,7 @@ class ProxyHandler:
         self.runtime = runtime
         self.shadow = shadow
         self.graphql = graphql  # answers config.graphql.path when GraphQL is enabled
-        self.upstreams = Upstreams()
+        self.upstreams = Upstreams(runtime.endpoints)  # health shared with the shadow path's pools
 
     async def close(self) -> None:
         await self.upstreams.close()
@@ -441,5 +441,5 @@ async def start_proxy(
     config = runtime.config
     return await start_listener(
         ProxyHandler(runtime, shadow, graphql), host, port, limits or config.proxy.limits,
-        upstream_connections=sum(u.max_connections for u in config.upstreams.values()),
+        upstream_connections=sum(u.max_connections * len(u.endpoint_list) for u in config.upstreams.values()),
     )

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from strangler_proxy.config import CompareConfig, ShadowSettings
-from strangler_proxy.dataplane.forwarder import READ_CHUNK, UPSTREAM_FAILURES, Upstreams, translate
+from strangler_proxy.dataplane.forwarder import READ_CHUNK, UPSTREAM_FAILURES, translate
+from strangler_proxy.dataplane.pool import Upstreams
 from strangler_proxy.diff.comparator import Comparator, failure_reason
 from strangler_proxy.diff.exchange import Exchange, Headers, ShadowPair, Side
 from strangler_proxy.diff.noise import wants_noise_sample
@@ -48,7 +49,8 @@ log = logging.getLogger("strangler.shadow")
 # so a dead or slow candidate can never grow memory beyond it.
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 SKIP_BODY_TOO_LARGE = "request-body-over-limit"
-# After a connect failure, mirrors to that upstream fail fast (no new socket)
+# After a connect failure (every endpoint the pool could try refused), mirrors
+# to that upstream fail fast (no new socket)
 # for this long: a dead candidate then costs almost nothing per request.
 CONNECT_BACKOFF_S = 1.0
 # Pairs bigger than this are diffed in a thread so a 100 KB body (about 1.4 ms
@@ -94,7 +96,9 @@ class ShadowDispatcher:
         self.runtime = runtime
         self._queue: asyncio.Queue[ShadowJob] | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._upstreams = Upstreams()
+        # Its own pools and retry budgets (mirrors never take the served path's
+        # connections), the served path's view of endpoint health.
+        self._upstreams = Upstreams(runtime.endpoints)
         self._queued_bytes = 0
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self.completed = 0  # finished comparisons (for tests and the admin API)

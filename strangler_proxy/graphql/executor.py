@@ -19,12 +19,13 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
-from strangler_proxy.errors import ConfigError
+from strangler_proxy.config import UpstreamConfig
+from strangler_proxy.errors import ConfigError, UpstreamError, UpstreamTimeout
 from strangler_proxy.graphql.codes import backend_error, passed_on
 from strangler_proxy.graphql.metrics import PATH_SERVED, PATH_SHADOW, GraphQLMetrics
 from strangler_proxy.graphql.ownership import in_canary
@@ -47,10 +48,37 @@ class BackendUnavailable(Exception):
         super().__init__(f"backend {backend!r} unavailable: {reason}")
 
 
+class BackendPool(Protocol):
+    """One upstream's endpoints as one client (the proxy's ``dataplane.pool.UpstreamPool``):
+    it chooses an endpoint per fetch, retries one that was never sent, ejects failing ones and
+    applies the upstream's header rules. Raises ``UpstreamError`` only."""
+
+    async def send(self, method: str, raw_path: str, raw_query: str, headers: list[tuple[str, str]],
+                   body: bytes | None, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientResponse: ...
+
+
+class BackendPools(Protocol):
+    """A registry of :class:`BackendPool` s by upstream (the proxy's ``dataplane.pool.Upstreams``)."""
+
+    def get(self, name: str, config: UpstreamConfig) -> BackendPool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRoute:
+    """Where a backend's fetches go through the pools: its upstream and the GraphQL path on it."""
+
+    upstream: str
+    config: UpstreamConfig
+    path: str
+
+
 @dataclass(frozen=True)
 class BackendClient:
-    """Posts GraphQL documents to the backends (name -> URL of its /graphql) over the session's
-    keep-alive connections; every fetch is measured (``path``: served or shadow)."""
+    """Posts GraphQL documents to the backends; every fetch is measured (``path``: served or shadow).
+
+    With ``pools`` (the proxy's), each fetch goes through its backend's upstream pool
+    (``routes``): an endpoint is chosen per fetch, as for REST. Without, it posts to the
+    fixed ``urls`` (name -> URL of its /graphql) over the session's keep-alive connections."""
 
     session: aiohttp.ClientSession
     urls: Mapping[str, str]
@@ -58,6 +86,8 @@ class BackendClient:
     forward_headers: tuple[str, ...] = ("authorization",)
     metrics: GraphQLMetrics | None = None
     path: str = PATH_SERVED
+    pools: BackendPools | None = None
+    routes: Mapping[str, BackendRoute] = field(default_factory=dict)
     _timeout: aiohttp.ClientTimeout = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,12 +129,17 @@ class BackendClient:
             if extra:
                 out_headers = {**_BACKEND_HEADERS, **extra}
         try:
-            async with self.session.post(self.urls[backend], data=orjson.dumps(payload), headers=out_headers,
-                                         timeout=self._timeout) as resp:
-                raw = await resp.read()  # read whole: the connection goes back to the keep-alive pool
-                status = resp.status
-        except TimeoutError as exc:
+            if self.pools is not None:
+                status, raw = await self._through_pool(backend, orjson.dumps(payload), out_headers)
+            else:
+                async with self.session.post(self.urls[backend], data=orjson.dumps(payload), headers=out_headers,
+                                             timeout=self._timeout) as resp:
+                    raw = await resp.read()  # read whole: the connection goes back to the keep-alive pool
+                    status = resp.status
+        except (TimeoutError, UpstreamTimeout) as exc:
             raise BackendUnavailable(backend, "timeout", "timeout") from exc
+        except UpstreamError as exc:
+            raise BackendUnavailable(backend, type(exc.__cause__ or exc).__name__, "connection") from exc
         except aiohttp.ClientError as exc:
             raise BackendUnavailable(backend, type(exc).__name__, "connection") from exc
         try:
@@ -114,6 +149,21 @@ class BackendClient:
         if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
             raise BackendUnavailable(backend, f"HTTP {status}, not a GraphQL response", "not-graphql")
         return body
+
+
+    async def _through_pool(self, backend: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        assert self.pools is not None
+        route = self.routes[backend]
+        path, _, query = route.path.partition("?")
+        resp = await self.pools.get(route.upstream, route.config).send(
+            "POST", path, query, list(headers.items()), body, self._timeout)
+        try:
+            raw = await resp.read()  # read whole: the connection goes back to the endpoint's pool
+        except BaseException:
+            resp.close()
+            raise
+        resp.release()
+        return resp.status, raw
 
 
 _BACKEND_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -53,7 +53,7 @@ from strangler_proxy.graphql.codes import (
     finish,
 )
 from strangler_proxy.graphql.compose import ComposedSchema, compose, load_sdls
-from strangler_proxy.graphql.executor import BackendClient, Executor, FetchTrace
+from strangler_proxy.graphql.executor import BackendClient, BackendPools, BackendRoute, Executor, FetchTrace
 from strangler_proxy.graphql.field_shadow import FieldShadower
 from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import FieldRule, Ownership, RouteStateLike, in_canary
@@ -135,7 +135,7 @@ class GraphQLGateway:
                      overrides: Mapping[str, RouteStateLike] | None = None,
                      shadower_args: Mapping[str, Any] | None = None,
                      compiled_shapes: bool = True, registry: CollectorRegistry | None = None,
-                     sdl_wait_s: float | None = None) -> GraphQLGateway:
+                     sdl_wait_s: float | None = None, pools: BackendPools | None = None) -> GraphQLGateway:
         """Fetch every backend's SDL (or read its ``sdl_file``), compose, check the field rules.
 
         Raises :class:`GraphQLGatewayError` (the proxy must refuse to start) on conflicts, and
@@ -143,6 +143,9 @@ class GraphQLGateway:
         ``sdl_wait_s`` (default ``graphql.sdl_wait_s``).
         ``shadower_args``: ``comparator``, ``publish``, ``rules_for`` (and optionally ``max_inflight``).
         ``registry``: where the gateway's metrics go (the proxy runtime's; default a private one).
+        ``pools``: the proxy's endpoint pools (``dataplane.pool.Upstreams``, with their own limits):
+        each backend fetch then chooses an endpoint of its upstream, as a REST request does;
+        without, fetches go to each upstream's first endpoint over ``session``.
         """
         gql = config.graphql
         if gql.legacy_backend not in gql.backends:
@@ -153,7 +156,8 @@ class GraphQLGateway:
         composed = compose(sdls, legacy=gql.legacy_backend)
         timeout = max((config.upstreams[b.upstream].timeout_s for b in gql.backends.values()), default=30.0)
         metrics = GraphQLMetrics(registry)
-        client = BackendClient(session, urls, timeout_s=timeout, metrics=metrics)
+        routes = {name: BackendRoute(b.upstream, config.upstreams[b.upstream], b.path) for name, b in gql.backends.items()}
+        client = BackendClient(session, urls, timeout_s=timeout, metrics=metrics, pools=pools, routes=routes)
         executor = Executor(client)
         shadower = None
         if shadower_args is not None:

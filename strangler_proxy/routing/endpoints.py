@@ -63,6 +63,7 @@ class EndpointTable:
     weights: tuple[int, ...]
     failover_threshold: float
     levels: tuple[tuple[int, ...], ...] = field(default=())  # endpoint indices per priority, best first
+    uniform: bool = True  # every weight the same: a draw is an index, nothing to add up
 
     @classmethod
     def build(
@@ -72,7 +73,8 @@ class EndpointTable:
         levels = tuple(
             tuple(i for i, p in enumerate(priorities) if p == level) for level in sorted(set(priorities))
         )
-        return cls(tuple(urls), tuple(zones), tuple(priorities), tuple(weights), failover_threshold, levels)
+        return cls(tuple(urls), tuple(zones), tuple(priorities), tuple(weights), failover_threshold, levels,
+                   len(set(weights)) <= 1)
 
     def __len__(self) -> int:
         return len(self.urls)
@@ -94,20 +96,35 @@ def choose_endpoint(
     if len(table.urls) == 1:  # the common case: one endpoint, nothing to weigh
         return None if 0 in exclude or states[0].drained or (
             pinned_zone is not None and table.zones[0] != pinned_zone) else 0
-    best: list[int] = []
-    best_healthy: list[int] = []
+    # One pass per level (this runs for every request: no generators, no sums).
+    best: list[int] = []  # every usable candidate, for panic
+    best_healthy: list[int] = []  # the healthy candidates of the level with the most
     chosen: list[int] | None = None
+    zones = table.zones
     for level in table.levels:
-        members = [i for i in level if not states[i].drained and (pinned_zone is None or table.zones[i] == pinned_zone)]
+        members = up = 0  # candidates of the level (not drained, in the pinned zone) and how many are healthy
+        healthy: list[int] = []
+        usable: list[int] = []
+        for i in level:
+            state = states[i]
+            if state.drained or (pinned_zone is not None and zones[i] != pinned_zone):
+                continue
+            members += 1
+            if state.healthy:
+                up += 1
+            if i in exclude:  # tried already: counts for the level's health, is not chosen again
+                continue
+            usable.append(i)
+            if state.healthy:
+                healthy.append(i)
         if not members:
             continue
-        healthy = [i for i in members if states[i].healthy and i not in exclude]
-        if healthy and sum(states[i].healthy for i in members) >= table.failover_threshold * len(members):
+        if healthy and up >= table.failover_threshold * members:
             chosen = healthy
             break
         if len(healthy) > len(best_healthy):
             best_healthy = healthy
-        best.extend(i for i in members if i not in exclude)
+        best.extend(usable)
     if chosen is None:
         chosen = best_healthy or best  # spill to the healthiest level; nothing healthy: panic over all
     if not chosen:
@@ -116,14 +133,20 @@ def choose_endpoint(
         return chosen[0]
     a, b = _weighted(table, chosen, draws[0]), _weighted(table, chosen, draws[1])
     # fewer in flight per unit of weight wins (cross-multiplied: no division)
-    return a if states[a].in_flight * table.weights[b] <= states[b].in_flight * table.weights[a] else b
+    weights = table.weights
+    return a if states[a].in_flight * weights[b] <= states[b].in_flight * weights[a] else b
 
 
 def _weighted(table: EndpointTable, among: Sequence[int], draw: float) -> int:
-    total = sum(table.weights[i] for i in among)
+    if table.uniform:
+        return among[int(draw * len(among))]
+    weights = table.weights
+    total = 0
+    for i in among:
+        total += weights[i]
     point = draw * total
     for i in among:
-        point -= table.weights[i]
+        point -= weights[i]
         if point < 0:
             return i
     return among[-1]
