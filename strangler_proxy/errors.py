@@ -3,6 +3,7 @@
     StranglerError
     ├── ConfigError            a strangler.yaml (or setting) is invalid; names file, line, field
     ├── FlipError              a flip was refused (unknown route, bad mode/percent)
+    ├── SwitchError            a failover or drain was refused (unknown upstream, zone, endpoint); ``upstream=``
     ├── UpstreamError          an upstream could not answer; carries ``upstream=``
     │   ├── UpstreamConnectError   refused / reset / DNS            -> 502
     │   └── UpstreamTimeout        no answer in time                 -> 504
@@ -73,6 +74,18 @@ class FlipError(StranglerError):
     def __init__(self, message: str, *, route: str | None = None) -> None:
         self.route = route
         super().__init__(f"{route}: {message}" if route else message)
+
+
+class SwitchError(StranglerError):
+    """An operator's failover or drain of an upstream was refused; nothing changed.
+
+    >>> str(SwitchError("no endpoint in zone 'mars' (zones: eu, us)", upstream="legacy"))
+    "upstream 'legacy': no endpoint in zone 'mars' (zones: eu, us)"
+    """
+
+    def __init__(self, message: str, *, upstream: str) -> None:
+        self.upstream = upstream
+        super().__init__(f"upstream {upstream!r}: {message}")
 
 
 class UpstreamError(StranglerError):

@@ -163,6 +163,14 @@ class ProxyMetrics:
         # Used by the control plane.
         self.flips_total = Counter("strangler_flips", "Applied flips by route and new mode", ("route", "mode"), registry=r)
         self.rollbacks_total = Counter("strangler_rollbacks", "Automatic rollbacks by route", ("route",), registry=r)
+        self.failovers_total = Counter(
+            "strangler_failovers", "Operator failovers by upstream and the zone pinned to (auto: health decides)",
+            ("upstream", "zone"), registry=r,
+        )
+        self.drains_total = Counter(
+            "strangler_drains", "Operator drains and undrains of endpoints by upstream", ("upstream", "action"),
+            registry=r,
+        )
 
         # Upstream endpoints (the pools, dataplane/pool.py and health.py); per-endpoint
         # health, load and latency come from track_endpoints' collector.

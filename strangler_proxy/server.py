@@ -4,8 +4,10 @@
 ``strangler up`` use it; ``strangler proxy`` runs :func:`run_proxy`):
 
 1. ``strangler.yaml`` is loaded and validated (a bad file never starts);
-2. the control database is migrated and the persisted flips are applied
-   (a file value changed since a flip wins -- see docs/operations.md);
+2. the control database is migrated and the persisted flips and upstream
+   switches (failover pins, drained endpoints) are applied (a file value
+   changed since a flip wins; a switch the file no longer allows is dropped
+   -- see docs/operations.md);
 3. the shadow dispatcher starts with the comparator and the result listeners
    (:func:`comparator_for` and :func:`result_listeners`), guardrails last;
 4. the admin API binds (refusing a non-loopback address without a token), then
@@ -35,10 +37,12 @@ import aiohttp
 from strangler_proxy import migrate
 from strangler_proxy.config import CompareConfig, StranglerConfig, load_config
 from strangler_proxy.control.admin import AdminContext, start_admin
+from strangler_proxy.control.admin_upstreams import board_stats
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.guardrails import Guardrails
 from strangler_proxy.control.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
 from strangler_proxy.control.state_store import StateStore
+from strangler_proxy.control.switches import SwitchService
 from strangler_proxy.databases import make_engine
 from strangler_proxy.dataplane.handler import ProxyHandler, start_proxy
 from strangler_proxy.dataplane.pool import Upstreams
@@ -127,6 +131,7 @@ class ProxyServer:
     runtime: ProxyRuntime
     store: StateStore
     flips: FlipService
+    switches: SwitchService
     shadow: ShadowDispatcher
     guardrails: Guardrails
     reloader: ConfigReloader
@@ -172,6 +177,10 @@ class ProxyServer:
         self.flips = FlipService(self.runtime, self.store)
         await self.flips.start()
         stack.push_async_callback(self.flips.stop)
+        # Before any pool exists: the first request already sees the pins and drains.
+        self.switches = SwitchService(self.runtime, self.store)
+        await self.switches.start()
+        stack.push_async_callback(self.switches.stop)
 
         listeners = await result_listeners(config, stack, self.store.url)
         self.guardrails = Guardrails(self.flips)
@@ -182,7 +191,8 @@ class ProxyServer:
         self.guardrails.start()
         stack.push_async_callback(self.guardrails.stop)
 
-        self.reloader = ConfigReloader(self.config_path, self.flips, interval_s=self._watch_interval_s)
+        self.reloader = ConfigReloader(self.config_path, self.flips, interval_s=self._watch_interval_s,
+                                       switches=self.switches)
         self.reloader.start(watch=self._watch, sighup=self._sighup)
         stack.push_async_callback(self.reloader.stop)
 
@@ -192,6 +202,8 @@ class ProxyServer:
             tokens=lambda: flips.config.admin_tokens(),
             guardrail_status=self.guardrails.status,
             reload=self._reload,
+            switches=self.switches,
+            endpoint_stats=board_stats(self.runtime.endpoints, lambda: flips.config),
         )
         self.admin_host = self._admin_host or config.proxy.admin.host
         admin_runner, self.admin_port = await start_admin(

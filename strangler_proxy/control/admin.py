@@ -1,4 +1,5 @@
-"""The admin HTTP API: routes and their live counters, flips, the audit log, /metrics.
+"""The admin HTTP API: routes and their live counters, flips, upstreams and their
+switches, the audit log, /metrics.
 
 It listens on its own port, on 127.0.0.1 by default, and every call needs
 ``Authorization: Bearer <token>`` with one of ``proxy.admin_tokens`` (or
@@ -8,13 +9,17 @@ non-loopback address when no token is configured.
 
 A failure of the control database (503) or of the API itself (500) answers a
 short message and an ``error_id``; the detail -- SQL, parameters, traceback --
-goes only to the log line carrying the same id.
+goes only to the log line carrying the same id (admin_http.py: the error shape
+and request bodies every call shares).
 
     GET  /routes                 routes and fields: mode, percent, source, counters, guardrails;
                                  "unmatched": counters of requests no route matched
     GET  /config                 the running config, secrets hidden (control/config_view.py)
     POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}
-    GET  /audit?name=&limit=     flips, newest first
+    GET  /upstreams[/{name}]     every endpoint: zone, priority, health, in flight, drained, pinned zone
+    POST /upstreams/{name}/failover  {"zone": "eu-west", "reason": "..."} or {"auto": true, "reason": "..."}
+    POST /upstreams/{name}/drain     {"endpoint": "http://10.0.0.2:8001", "reason": "..."} (and /undrain)
+    GET  /audit?name=&limit=     flips and switches, newest first
     POST /reload                 re-read strangler.yaml now (same as SIGHUP)
     GET  /metrics                Prometheus text format
     GET  /healthz
@@ -23,9 +28,7 @@ goes only to the log line carrying the same id.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +37,21 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from strangler_proxy.config import Mode
+from strangler_proxy.control import admin_upstreams
+from strangler_proxy.control.admin_http import (
+    WHO,
+    error_response,
+    json_object,
+    logged_error,
+    store_unavailable,
+    text_field,
+)
+from strangler_proxy.control.admin_upstreams import EndpointStats
 from strangler_proxy.control.config_view import config_view
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import file_value
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
+from strangler_proxy.control.switches import SwitchService
 from strangler_proxy.disclosure import matching_token
 from strangler_proxy.errors import ConfigError, FlipError, StoreError, StranglerError
 from strangler_proxy.metrics import DEFAULT_ROUTE_LABEL
@@ -60,10 +74,11 @@ class AdminContext:
     tokens: Callable[[], Mapping[str, str]]
     guardrail_status: GuardrailStatus | None = None
     reload: Reload | None = None
+    switches: SwitchService | None = None  # upstream failover and drain (absent: no /upstreams calls)
+    endpoint_stats: EndpointStats | None = None  # what the endpoint pools know (health, in flight, latency)
 
 
 CONTEXT = web.AppKey("context", AdminContext)
-WHO = web.RequestKey("who", str)  # the name of the token presented
 
 
 def is_loopback(host: str) -> bool:
@@ -87,28 +102,6 @@ def check_bind(host: str, tokens: Mapping[str, str]) -> None:
 
 # The keys a flip body may carry; anything else is refused, as strangler.yaml refuses unknown fields.
 FLIP_KEYS = ("mode", "percent", "reason")
-ERROR_ID_BYTES = 6  # 12 hex digits: enough to find one line in a day of logs
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers or None)
-
-
-def _logged_error(status: int, code: str, message: str, detail: BaseException, what: str) -> web.Response:
-    """An error whose detail (SQL, parameters, a traceback) stays in the log.
-
-    The client gets ``message`` and a fresh ``error_id``; the log line carries
-    the same id with the whole detail, so an operator can find one from the other.
-    """
-    error_id = secrets.token_hex(ERROR_ID_BYTES)
-    log.error("%s (error id %s): %s", what, error_id, detail, exc_info=detail)
-    text = f"{message} (error id {error_id}; the details are in the proxy's log)"
-    body = {"error": {"code": code, "message": text, "error_id": error_id}}
-    return web.json_response(body, status=status)
-
-
-def _store_unavailable(what: str, exc: StoreError) -> web.Response:
-    return _logged_error(503, "store_unavailable", f"{what}: the control database failed", exc, what)
 
 
 @web.middleware
@@ -119,11 +112,11 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         hint = "" if tokens else " (no admin token is configured: set STRANGLER_ADMIN_TOKEN)"
-        return _error(401, "unauthorized", "send Authorization: Bearer <admin token>" + hint,
+        return error_response(401, "unauthorized", "send Authorization: Bearer <admin token>" + hint,
                       **{"WWW-Authenticate": 'Bearer realm="strangler-admin"'})
     who = matching_token(tokens, presented.strip())
     if who is None:
-        return _error(403, "forbidden", "this token is not an admin token")
+        return error_response(403, "forbidden", "this token is not an admin token")
     request[WHO] = who
     return await handler(request)
 
@@ -138,8 +131,8 @@ async def _unexpected(
         return await handler(request)
     except web.HTTPException:
         raise
-    except Exception as exc:  # noqa: BLE001 -- the detail goes to the log, see _logged_error
-        return _logged_error(500, "internal", f"{request.method} {request.path} failed", exc,
+    except Exception as exc:  # noqa: BLE001 -- the detail goes to the log, see admin_http.logged_error
+        return logged_error(500, "internal", f"{request.method} {request.path} failed", exc,
                              f"admin API: {request.method} {request.path} failed")
 
 
@@ -201,31 +194,23 @@ async def _flip(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     name = request.match_info["name"]
     if file_value(ctx.flips.config, name) is None:
-        return _error(404, "not_found", f"{name}: no such route or field in the running config")
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "bad_request", 'the body must be JSON like {"mode": "canary", "percent": 5, "reason": "..."}')
-    if not isinstance(body, dict) or not isinstance(body.get("mode"), str):
-        return _error(400, "bad_request", 'the body needs "mode" (legacy, shadow, canary, extracted)')
-    unknown = ", ".join(repr(key) for key in body if key not in FLIP_KEYS)
-    if unknown:
-        return _error(400, "bad_request", f"unknown key {unknown} in the body (allowed: {', '.join(FLIP_KEYS)})")
+        return error_response(404, "not_found", f"{name}: no such route or field in the running config")
+    body = await json_object(request, FLIP_KEYS, '{"mode": "canary", "percent": 5, "reason": "..."}')
+    if not isinstance(body.get("mode"), str):
+        return error_response(400, "bad_request", 'the body needs "mode" (legacy, shadow, canary, extracted)')
     percent = body.get("percent")
     if percent is not None and (
         isinstance(percent, bool) or not isinstance(percent, int | float)
         or (isinstance(percent, float) and not percent.is_integer())
     ):
-        return _error(400, "bad_request", f'"percent" must be a whole number 0..100 (as in the file), got {percent!r}')
-    reason = body.get("reason") or ""
-    if not isinstance(reason, str):
-        return _error(400, "bad_request", '"reason" must be text')
+        return error_response(400, "bad_request", f'"percent" must be a whole number 0..100 (as in the file), got {percent!r}')
+    reason = text_field(body, "reason")
     try:
         outcome = await ctx.flips.flip(name, body["mode"], percent, who=request[WHO], reason=reason)
     except FlipError as exc:
-        return _error(400, "bad_request", str(exc))
+        return error_response(400, "bad_request", str(exc))
     except StoreError as exc:
-        return _store_unavailable(f"{name}: the flip was not applied", exc)
+        return store_unavailable(f"{name}: the flip was not applied", exc)
     return web.json_response(outcome.as_json())
 
 
@@ -234,21 +219,21 @@ async def _audit(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", DEFAULT_AUDIT_LIMIT))
     except ValueError:
-        return _error(400, "bad_request", f"limit must be an integer 1..{MAX_AUDIT_LIMIT}")
+        return error_response(400, "bad_request", f"limit must be an integer 1..{MAX_AUDIT_LIMIT}")
     if not 1 <= limit <= MAX_AUDIT_LIMIT:
-        return _error(400, "bad_request", f"limit must be an integer 1..{MAX_AUDIT_LIMIT}")
+        return error_response(400, "bad_request", f"limit must be an integer 1..{MAX_AUDIT_LIMIT}")
     name = request.query.get("name") or None
     try:
         entries = await ctx.flips.audit(name=name, limit=limit)
     except StoreError as exc:
-        return _store_unavailable("the audit log cannot be read", exc)
+        return store_unavailable("the audit log cannot be read", exc)
     return web.json_response({"entries": [e.as_json() for e in entries]})
 
 
 async def _reload(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     if ctx.reload is None:
-        return _error(404, "not_found", "this proxy was not started from a file")
+        return error_response(404, "not_found", "this proxy was not started from a file")
     result = await ctx.reload()
     return web.json_response(dict(result), status=200 if result.get("ok") else 400)
 
@@ -271,6 +256,8 @@ def admin_app(ctx: AdminContext) -> web.Application:
     app.router.add_get("/routes", _routes)
     app.router.add_get("/config", _config)
     app.router.add_post("/routes/{name}/flip", _flip)
+    if ctx.switches is not None:
+        admin_upstreams.register(app, ctx.switches, ctx.endpoint_stats)
     app.router.add_get("/audit", _audit)
     app.router.add_post("/reload", _reload)
     app.router.add_get("/metrics", _metrics)

@@ -63,7 +63,13 @@ def _database_url(url: str | None) -> str | None:
         return REDACTED  # not a URL SQLAlchemy reads: show nothing of it
 
 
-def _http_url(url: str) -> str:
+def shown_http_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***`` (how every admin answer and the audit
+    log name an endpoint).
+
+    >>> shown_http_url("http://app:pw@10.0.0.1:8001"), shown_http_url("http://10.0.0.1:8001")
+    ('http://app:***@10.0.0.1:8001', 'http://10.0.0.1:8001')
+    """
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -86,9 +92,9 @@ def config_view(config: StranglerConfig) -> dict[str, Any]:
     view["store"]["url"] = _database_url(view["store"]["url"])
     for upstream in view["upstreams"].values():
         if upstream["url"] is not None:
-            upstream["url"] = _http_url(upstream["url"])
+            upstream["url"] = shown_http_url(upstream["url"])
         for endpoint in upstream["endpoints"]:
-            endpoint["url"] = _http_url(endpoint["url"])
+            endpoint["url"] = shown_http_url(endpoint["url"])
         rules = upstream["headers"]
         rules["set"] = {name: _header_value(value) for name, value in rules["set"].items()}
     return view

@@ -5,7 +5,8 @@ a second of latency is fine for a config file). A new text goes through the
 same :func:`~strangler_proxy.config.load_config` validation as at start-up; a
 bad file is refused whole, logged with every error, and the running config
 stays. A good one goes to :meth:`FlipService.reload`, which applies the
-file-vs-flip precedence.
+file-vs-flip precedence, and then to :meth:`SwitchService.reload`, which drops
+the upstream switches the file no longer allows (a zone or endpoint it removed).
 
     >>> reloader = ConfigReloader("strangler.yaml", flips)   # doctest: +SKIP
     >>> reloader.start(watch=True, sighup=True)              # doctest: +SKIP
@@ -22,8 +23,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from strangler_proxy.config import Mode, load_config
+from strangler_proxy.config import Mode, StranglerConfig, load_config
 from strangler_proxy.control.flips import FileReload, FlipService
+from strangler_proxy.control.state_store import AuditDraft
+from strangler_proxy.control.switches import SwitchService
 from strangler_proxy.errors import ConfigError, ConfigErrors, StranglerError
 
 log = logging.getLogger("strangler.reload")
@@ -67,9 +70,10 @@ class ConfigReloader:
     """Reloads one config file into a :class:`FlipService` on demand, on SIGHUP, on save."""
 
     def __init__(self, path: str | os.PathLike[str], flips: FlipService, *,
-                 interval_s: float = DEFAULT_WATCH_INTERVAL_S) -> None:
+                 interval_s: float = DEFAULT_WATCH_INTERVAL_S, switches: SwitchService | None = None) -> None:
         self.path = Path(path)
         self.flips = flips
+        self.switches = switches
         self.interval_s = interval_s
         self.last_error: str | None = None
         self.reloads = 0  # successful reloads, for tests and /routes
@@ -105,17 +109,23 @@ class ConfigReloader:
         """Load, validate and apply the file. ``force`` False skips an unchanged text.
 
         Returns ``{"ok": bool, "changes": [...], "errors": [...], "removed": {"routes": [...],
-        "fields": [...]}}`` (each removed one with the mode it had until now); never raises
-        for a bad file (the caller is a signal handler or a watcher).
+        "fields": [...]}, "switches": [...]}`` (each removed one with the mode it had until now;
+        each upstream switch the file dropped); never raises for a bad file (the caller is a
+        signal handler or a watcher).
         """
         async with self._lock:
             digest = _digest(self.path)
             if not force and digest == self._digest:
                 self.last_error = None  # the running text is back in the file
-                return {"ok": True, "changes": [], "errors": [], "unchanged": True, "removed": _nothing_removed()}
+                return {"ok": True, "changes": [], "errors": [], "unchanged": True, "removed": _nothing_removed(),
+                        "switches": []}
             try:
                 config = load_config(self.path)
                 applied = await self.flips.reload_file(config)
+                # No await between the config swap above and this: no request sees the new
+                # file with a pin to a zone (or drains of endpoints) it no longer has.
+                if self.switches is not None:
+                    self.switches.apply_now(config)
             except ConfigErrors as exc:
                 return self._refused(trigger, [str(e) for e in exc.errors])
             except (ConfigError, StranglerError) as exc:
@@ -123,6 +133,7 @@ class ConfigReloader:
             self._digest = digest
             self.last_error = None
             self.reloads += 1
+            dropped = await self._drop_switches(config)
             removed = _removed_text(applied)
             # Removing routes or fields changes what the proxy serves: never silently.
             log.log(
@@ -142,12 +153,29 @@ class ConfigReloader:
                     "routes": [r.as_json() for r in applied.removed_routes],
                     "fields": [r.as_json() for r in applied.removed_fields],
                 },
+                "switches": [
+                    {"name": d.name, "from": d.from_mode, "to": d.to_mode, "reason": d.reason,
+                     **({"endpoint": d.details["endpoint"]} if d.details and "endpoint" in d.details else {})}
+                    for d in dropped
+                ],
             }
+
+    async def _drop_switches(self, config: StranglerConfig) -> list[AuditDraft]:
+        """Persist and audit the upstream switches the applied file dropped. The file is in
+        force already, so a control-database failure here is logged, not a refusal: the
+        switches stay dropped in this replica and are dropped again on the next reload or start."""
+        if self.switches is None:
+            return []
+        try:
+            return await self.switches.reload(config)
+        except StranglerError as exc:
+            log.error("reloaded %s, but the upstream switches it drops could not be recorded: %s", self.path, exc)
+            return []
 
     def _refused(self, trigger: str, errors: list[str]) -> dict[str, Any]:
         self.last_error = "\n".join(errors)
         log.error("refused to reload %s (%s); the running config stays:\n%s", self.path, trigger, self.last_error)
-        return {"ok": False, "changes": [], "errors": errors, "removed": _nothing_removed()}
+        return {"ok": False, "changes": [], "errors": errors, "removed": _nothing_removed(), "switches": []}
 
     async def _watch(self) -> None:
         while True:

@@ -1,9 +1,9 @@
 """Replicas in step: every proxy replica (and worker process) polls the shared
-control database and applies the flips the others made.
+control database and applies the flips and upstream switches the others made.
 
-Flips are written to ``route_state`` in the same transaction as their audit
-row; a replica learns of them here within ``proxy.state_poll_interval_s``
-(0.5 s by default). A database hiccup is logged and retried: propagation never
+Flips are written to ``route_state`` (switches to ``upstream_switch``) in the
+same transaction as their audit row; a replica learns of them here within
+``proxy.state_poll_interval_s`` (0.5 s by default). A database hiccup is logged and retried: propagation never
 stops for good.
 """
 
@@ -28,13 +28,14 @@ class Pollable(Protocol):
 class ReplicaPoller:
     """Calls ``poll_once`` every ``interval_s`` in a task until stopped."""
 
-    def __init__(self, target: Pollable, interval_s: float) -> None:
+    def __init__(self, target: Pollable, interval_s: float, *, name: str = "strangler-flip-poll") -> None:
         self.target = target
         self.interval_s = interval_s
+        self.name = name
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="strangler-flip-poll")
+        self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -49,6 +50,6 @@ class ReplicaPoller:
             try:
                 await self.target.poll_once()
             except StoreError as exc:  # a database hiccup must not stop propagation for good
-                log.warning("polling flips failed (will retry): %s", exc)
+                log.warning("%s failed (will retry): %s", self.name, exc)
             except Exception:  # noqa: BLE001 -- keep polling whatever happened; it is logged
-                log.exception("polling flips failed (will retry)")
+                log.exception("%s failed (will retry)", self.name)

@@ -1,4 +1,5 @@
-"""The control database: runtime flips (``route_state``) and their audit log (``flip_audit``).
+"""The control database: runtime flips (``route_state``), operators' upstream
+switches (``upstream_switch``) and the audit log of both (``flip_audit``).
 
 One row of ``route_state`` is one runtime override of a route or a GraphQL
 field (names with a dot are fields, ``Type.field``). It also remembers what the
@@ -6,9 +7,14 @@ file said for that name when the flip was made (``file_mode``/``file_percent``):
 that is how a later reload -- or a restart -- can tell whether the file changed
 since, in which case the file wins (see docs/operations.md, "precedence").
 
-Every replica that shares the database polls :meth:`StateStore.overrides`; the
-table is tiny (one row per flipped route), so reading it whole is cheaper and
-simpler than change tracking.
+One row of ``upstream_switch`` is what operators set on one upstream: the zone
+it is pinned to (``strangler failover``) and its drained endpoints (``strangler
+drain``); no row means health alone decides.
+
+Every replica that shares the database polls :meth:`StateStore.overrides` and
+:meth:`StateStore.switches`; the tables are tiny (one row per flipped route or
+switched upstream), so reading them whole is cheaper and simpler than change
+tracking.
 
     >>> store = StateStore("sqlite+aiosqlite:///data/control.sqlite3")  # doctest: +SKIP
     >>> await store.upgrade()                                            # doctest: +SKIP
@@ -18,20 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, DateTime, Float, Integer, MetaData, String, Text, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm.exc import StaleDataError
 
 from strangler_proxy.databases import NAMING_CONVENTION, is_sqlite, make_engine
 from strangler_proxy.errors import StoreError
+from strangler_proxy.routing.endpoints import UpstreamSwitch
 
 DEFAULT_AUDIT_LIMIT = 50
 MAX_AUDIT_LIMIT = 1000
+# What an audit row's from/to hold: a mode, a zone name (a failover) or an endpoint's state (a drain).
+AUDIT_STATE_LENGTH = 200
 
 
 class Base(DeclarativeBase):
@@ -67,13 +77,26 @@ class FlipAuditRow(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     who: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(20))  # flip | rollback | file | promotion
-    from_mode: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))  # flip | rollback | file | promotion | failover | drain | undrain
+    from_mode: Mapped[str] = mapped_column(String(AUDIT_STATE_LENGTH))
     from_percent: Mapped[float] = mapped_column(Float)
-    to_mode: Mapped[str] = mapped_column(String(20))
+    to_mode: Mapped[str] = mapped_column(String(AUDIT_STATE_LENGTH))
     to_percent: Mapped[float] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class UpstreamSwitchRow(Base):
+    """What operators set on one upstream (absent: health alone decides)."""
+
+    __tablename__ = "upstream_switch"
+
+    upstream: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pinned_zone: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    drained: Mapped[list[str]] = mapped_column(JSON)  # endpoint URLs, sorted
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_by: Mapped[str] = mapped_column(String(200))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +114,27 @@ class StoredOverride:
     @property
     def is_field(self) -> bool:
         return "." in self.name
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSwitch:
+    """An ``upstream_switch`` row as a value (``drained`` sorted, so equal rows compare equal)."""
+
+    upstream: str
+    pinned_zone: str | None
+    drained: tuple[str, ...]
+    version: int
+    updated_by: str
+
+    @property
+    def switch(self) -> UpstreamSwitch:
+        """What the data plane reads."""
+        return UpstreamSwitch(pinned_zone=self.pinned_zone, drained=frozenset(self.drained))
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing set: the row is deleted rather than kept."""
+        return self.pinned_zone is None and not self.drained
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +194,16 @@ def _override(row: RouteStateRow) -> StoredOverride:
     )
 
 
+def _stored_switch(row: UpstreamSwitchRow) -> StoredSwitch:
+    return StoredSwitch(
+        upstream=row.upstream,
+        pinned_zone=row.pinned_zone,
+        drained=tuple(sorted(row.drained or ())),
+        version=row.version,
+        updated_by=row.updated_by,
+    )
+
+
 def _entry(row: FlipAuditRow) -> AuditEntry:
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=dt.UTC)  # SQLite drops the zone
     return AuditEntry(
@@ -182,6 +236,13 @@ def _audit_row(draft: AuditDraft) -> FlipAuditRow:
     )
 
 
+_Row = TypeVar("_Row", RouteStateRow, UpstreamSwitchRow)
+
+
+def _key_column(model: type[RouteStateRow | UpstreamSwitchRow]) -> str:
+    return "name" if model is RouteStateRow else "upstream"
+
+
 class StateStore:
     """Async access to the control database; every SQLAlchemy error becomes :class:`StoreError`."""
 
@@ -208,12 +269,20 @@ class StateStore:
 
     async def overrides(self) -> dict[str, StoredOverride]:
         """Every override, routes and fields (names with a dot), by name."""
+        rows = await self._read_all(RouteStateRow)
+        return {r.name: _override(r) for r in rows}
+
+    async def switches(self) -> dict[str, StoredSwitch]:
+        """Every upstream's switches, by upstream name."""
+        rows = await self._read_all(UpstreamSwitchRow)
+        return {r.upstream: _stored_switch(r) for r in rows}
+
+    async def _read_all(self, model: type[_Row]) -> list[_Row]:
         try:
             async with self._sessions() as session:
-                rows = (await session.scalars(select(RouteStateRow))).all()
+                return list((await session.scalars(select(model))).all())
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read route_state: {exc}") from exc
-        return {r.name: _override(r) for r in rows}
+            raise StoreError(f"cannot read {model.__tablename__}: {exc}") from exc
 
     async def audit(self, *, name: str | None = None, limit: int = DEFAULT_AUDIT_LIMIT) -> list[AuditEntry]:
         """Newest first."""
@@ -239,34 +308,63 @@ class StateStore:
         when another replica flipped in between, the write is refused so the
         caller never silently overwrites a flip it did not know about.
         """
+
+        def fill(row: RouteStateRow) -> None:
+            row.mode = override.mode
+            row.percent = override.percent
+            row.file_mode = override.file_mode
+            row.file_percent = override.file_percent
+            row.updated_by = override.updated_by
+
+        row = await self._put_versioned(RouteStateRow, override.name, fill, [audit], expected_version=expected_version)
+        return _override(row)
+
+    async def put_switch(
+        self, switch: StoredSwitch, audits: Sequence[AuditDraft], *, expected_version: int | None
+    ) -> StoredSwitch:
+        """Write one upstream's switches and their audit entries in one transaction
+        (refused like :meth:`put_override` when another replica changed them meanwhile)."""
+
+        def fill(row: UpstreamSwitchRow) -> None:
+            row.pinned_zone = switch.pinned_zone
+            row.drained = sorted(switch.drained)
+            row.updated_by = switch.updated_by
+
+        row = await self._put_versioned(UpstreamSwitchRow, switch.upstream, fill, audits,
+                                        expected_version=expected_version)
+        return _stored_switch(row)
+
+    async def _put_versioned(
+        self, model: type[_Row], key: str, fill: Callable[[_Row], None], audits: Sequence[AuditDraft], *,
+        expected_version: int | None,
+    ) -> _Row:
         async with self._write_lock:
             try:
                 async with self._sessions.begin() as session:
-                    row = await session.get(RouteStateRow, override.name, with_for_update=True)
+                    row = await session.get(model, key, with_for_update=True)
                     current = row.version if row is not None else None
                     if current != expected_version:
                         raise StoreError(
-                            f"{override.name}: changed by another replica meanwhile "
+                            f"{key}: changed by another replica meanwhile "
                             f"(version {current}, expected {expected_version}); retry"
                         )
                     if row is None:
-                        row = RouteStateRow(name=override.name, version=1)
+                        row = model(version=1)
+                        setattr(row, _key_column(model), key)
                         session.add(row)
                     else:
                         row.version = row.version + 1
-                    row.mode = override.mode
-                    row.percent = override.percent
-                    row.file_mode = override.file_mode
-                    row.file_percent = override.file_percent
-                    row.updated_by = override.updated_by
+                    fill(row)
                     row.updated_at = _now()
-                    session.add(_audit_row(audit))
+                    session.add_all([_audit_row(a) for a in audits])
                     await session.flush()
-                    return _override(row)
-            except IntegrityError as exc:  # two replicas inserted the first row at once
-                raise StoreError(f"{override.name}: changed by another replica meanwhile; retry") from exc
+                    return row
+            except (IntegrityError, StaleDataError) as exc:
+                # Two replicas inserted the first row at once, or another one deleted the row
+                # between this one's read and write (SQLite has no SELECT ... FOR UPDATE).
+                raise StoreError(f"{key}: changed by another replica meanwhile; retry") from exc
             except SQLAlchemyError as exc:
-                raise StoreError(f"cannot write route_state: {exc}") from exc
+                raise StoreError(f"cannot write {model.__tablename__}: {exc}") from exc
 
     async def clear_override(self, name: str, audit: AuditDraft | None, *, expected_version: int | None) -> bool:
         """Delete an override (the file decides again) and audit it, once.
@@ -274,20 +372,31 @@ class StateStore:
         Returns False when the row was already gone or changed: another replica
         got there first, so only one audit entry is written for one change.
         """
+        return await self._delete_versioned(RouteStateRow, name, [audit] if audit else [],
+                                            expected_version=expected_version)
+
+    async def clear_switch(self, upstream: str, audits: Sequence[AuditDraft], *, expected_version: int | None) -> bool:
+        """Delete an upstream's switches (health alone decides again) and audit it, once
+        (False, as :meth:`clear_override`, when another replica got there first)."""
+        return await self._delete_versioned(UpstreamSwitchRow, upstream, audits, expected_version=expected_version)
+
+    async def _delete_versioned(
+        self, model: type[_Row], key: str, audits: Sequence[AuditDraft], *, expected_version: int | None
+    ) -> bool:
         async with self._write_lock:
             try:
                 async with self._sessions.begin() as session:
-                    stmt = delete(RouteStateRow).where(RouteStateRow.name == name)
+                    column = getattr(model, _key_column(model))
+                    stmt = delete(model).where(column == key)
                     if expected_version is not None:
-                        stmt = stmt.where(RouteStateRow.version == expected_version)
+                        stmt = stmt.where(model.version == expected_version)
                     result = await session.execute(stmt)
                     if result.rowcount != 1:  # type: ignore[attr-defined]
                         return False
-                    if audit is not None:
-                        session.add(_audit_row(audit))
+                    session.add_all([_audit_row(a) for a in audits])
                     return True
             except SQLAlchemyError as exc:
-                raise StoreError(f"cannot write route_state: {exc}") from exc
+                raise StoreError(f"cannot write {model.__tablename__}: {exc}") from exc
 
     async def add_audit(self, entries: Sequence[AuditDraft]) -> None:
         """Audit changes that touch no override (a file value changed on reload)."""
