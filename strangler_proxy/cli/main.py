@@ -26,12 +26,14 @@ def _register_all() -> None:
         service_commands,
         stack_commands,
         traffic_commands,
+        upstream_commands,
     )
 
     for module in (
         stack_commands,
         db_commands,
         proxy_commands,
+        upstream_commands,
         plan_commands,
         traffic_commands,
         report_commands,

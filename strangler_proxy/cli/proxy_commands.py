@@ -26,6 +26,7 @@ from rich.text import Text
 
 from strangler_proxy.cli.common import one_line
 from strangler_proxy.config import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_PORT, StranglerConfig, load_config
+from strangler_proxy.control.switch_rules import audit_name
 from strangler_proxy.errors import ConfigErrors, StranglerError
 
 DEFAULT_CONFIG = "strangler.yaml"
@@ -42,7 +43,8 @@ TokenOpt = typer.Option(None, "--token", help=f"admin bearer token (env {ADMIN_T
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output")
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def fail_with(message: str, code: int = 1) -> NoReturn:
+    """``error: message`` on stderr (never wrapped) and exit ``code``."""
     # The message as text, never markup: it may quote what a server answered ("[/x]" included).
     err_console.print("[red]error:[/red]", Text(message), highlight=False)
     raise typer.Exit(code=code)
@@ -55,7 +57,7 @@ def _file_config(path: str) -> StranglerConfig | None:
     try:
         return load_config(p)
     except ConfigErrors as exc:
-        _fail(f"cannot read the admin address from {path}:\n{exc}")
+        fail_with(f"cannot read the admin address from {path}:\n{exc}")
 
 
 def admin_target(config_path: str, admin_url: str | None, token: str | None) -> tuple[str, str | None]:
@@ -131,22 +133,23 @@ def admin_call(url: str, token: str | None, method: str, path: str, *, timeout_s
     return body
 
 
-def _call(config_path: str, admin_url: str | None, token: str | None, method: str, path: str,
-          **kwargs: Any) -> Any:
+def call_admin(config_path: str, admin_url: str | None, token: str | None, method: str, path: str,
+               **kwargs: Any) -> Any:
+    """:func:`admin_call` on the admin API the options name; a failure is one line and exit 1."""
     url, tok = admin_target(config_path, admin_url, token)
     try:
         return admin_call(url, tok, method, path, **kwargs)
     except AdminCallFailed as exc:
-        _fail(str(exc))
+        fail_with(str(exc))
 
 
 @contextmanager
-def _reading(what: str) -> Iterator[None]:
+def reading_answer(what: str) -> Iterator[None]:
     """Turn an answer of an unexpected shape (a missing key, a wrong type) into one line."""
     try:
         yield
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, NotRenderableError) as exc:
-        _fail(f"the admin API's answer to {what} is not what this strangler expects "
+        fail_with(f"the admin API's answer to {what} is not what this strangler expects "
               f"({exc.__class__.__name__}: {one_line(str(exc), 80)}): are the CLI and the proxy the same version?")
 
 
@@ -193,12 +196,13 @@ def _fields_table(fields: list[dict[str, Any]]) -> Table:
 
 
 def _audit_table(entries: list[dict[str, Any]]) -> Table:
-    table = Table(title="flips (newest first)")
+    table = Table(title="flips and switches (newest first)")
     for col in ("at", "name", "who", "kind", "from", "to", "reason"):
         table.add_column(col)
     for e in entries:
+        endpoint = (e.get("details") or {}).get("endpoint")  # a drain names its endpoint
         table.add_row(
-            e["at"].replace("T", " ")[:19], e["name"], e["who"], e["kind"],
+            e["at"].replace("T", " ")[:19], e["name"] + (f" {endpoint}" if endpoint else ""), e["who"], e["kind"],
             _state(e["from"]["mode"], e["from"]["percent"]), _state(e["to"]["mode"], e["to"]["percent"]),
             e["reason"] or "",
         )
@@ -225,7 +229,7 @@ def register(app: typer.Typer) -> None:
         try:
             uvloop.run(run_proxy(config, port=port, admin_port=admin_port))
         except StranglerError as exc:
-            _fail(str(exc))
+            fail_with(str(exc))
         finally:
             if handler is not None:
                 handler.close()
@@ -257,11 +261,11 @@ def register(app: typer.Typer) -> None:
     def routes(config: str = ConfigOpt, admin_url: str | None = AdminUrlOpt, token: str | None = TokenOpt,
                as_json: bool = JsonOpt) -> None:
         """Routes and fields of a running proxy: mode, source, live counters, guardrails."""
-        body = _call(config, admin_url, token, "GET", "/routes")
+        body = call_admin(config, admin_url, token, "GET", "/routes")
         if as_json:
             console.print_json(json.dumps(body))
             return
-        with _reading("GET /routes"):
+        with reading_answer("GET /routes"):
             tables = [_routes_table(body["routes"])]
             if body.get("fields"):
                 tables.append(_fields_table(body["fields"]))
@@ -281,11 +285,11 @@ def register(app: typer.Typer) -> None:
         payload: dict[str, Any] = {"mode": mode, "reason": reason}
         if percent is not None:
             payload["percent"] = percent
-        body = _call(config, admin_url, token, "POST", f"/routes/{route}/flip", json=payload)
+        body = call_admin(config, admin_url, token, "POST", f"/routes/{route}/flip", json=payload)
         if as_json:
             console.print_json(json.dumps(body))
             return
-        with _reading(f"POST /routes/{route}/flip"):
+        with reading_answer(f"POST /routes/{route}/flip"):
             before = _state(body["from"]["mode"], body["from"]["percent"])
             after = _state(body["to"]["mode"], body["to"]["percent"])
             changed = bool(body["changed"])
@@ -301,18 +305,21 @@ def register(app: typer.Typer) -> None:
     @app.command("audit")
     def audit(
         route: str | None = typer.Option(None, "--route", help="only this route or field"),
+        upstream: str | None = typer.Option(None, "--upstream", help="only this upstream's failovers and drains"),
         limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000),
         config: str = ConfigOpt, admin_url: str | None = AdminUrlOpt, token: str | None = TokenOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """The audit log of flips, rollbacks and file changes, newest first."""
+        """The audit log of flips, rollbacks, file changes, failovers and drains, newest first."""
         params: dict[str, Any] = {"limit": limit}
-        if route:
-            params["name"] = route
-        body = _call(config, admin_url, token, "GET", "/audit", params=params)
+        if route and upstream:
+            fail_with("give --route or --upstream, not both")
+        if route or upstream:
+            params["name"] = route or audit_name(upstream or "")
+        body = call_admin(config, admin_url, token, "GET", "/audit", params=params)
         if as_json:
             console.print_json(json.dumps(body))
             return
-        with _reading("GET /audit"):
+        with reading_answer("GET /audit"):
             table = _audit_table(body["entries"])
         console.print(table)
