@@ -35,6 +35,7 @@ from yarl import URL
 from strangler_proxy.config import UpstreamConfig
 from strangler_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from strangler_proxy.headers import CONTROL_PREFIX
+from strangler_proxy.routing.methods import SAFE_METHODS
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding", b"upgrade"}
@@ -50,8 +51,6 @@ MAX_FIELD_SIZE = 16 * 1024
 MAX_HEADERS = 128
 READ_BUFSIZE = 64 * 1024
 TIMEOUT_CEIL_THRESHOLD_S = 5.0  # aiohttp's default: timeouts above it are rounded up to whole seconds
-# What aiohttp's ClientSession retries once on a stale pooled connection (RFC 9112 §9.3.1.1).
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_TIMER = TimerNoop()  # stateless: no total timeout on the serving path
 # Responses with a Content-Length up to this are read whole and sent in one
 # write (cheaper for small JSON); larger or unknown-length ones are streamed.
@@ -236,6 +235,10 @@ class EndpointClient:
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
         )
+        # aiohttp sends an idempotent request (PUT and DELETE too) once more when its connection
+        # broke; a write that may have been received is never sent again, so requests with a
+        # body (nearly all writes) are sent once, and the lean path resends only safe methods.
+        self.session._retry_connection = False
         self._loop = asyncio.get_running_loop()
 
     def url(self, raw_path: str, raw_query: str) -> URL:
@@ -279,14 +282,15 @@ class EndpointClient:
     ) -> aiohttp.ClientResponse:
         """What ``ClientSession._request`` does for a bodiless request without
         redirects, cookies, auth, proxies or tracing -- including its one retry
-        of an idempotent request on a pooled connection the upstream had closed.
+        on a pooled connection the upstream had closed (RFC 9112 §9.3.1.1), for
+        a safe method only: a write that may have been received is never resent.
 
         When that retry cannot connect, the first failure is raised: the request
         may have reached the endpoint on the closed connection, so the pool must
         not take it for one that never left."""
         if self.session.closed:
             raise aiohttp.ClientConnectionError("upstream client is closed")
-        retry = method in _IDEMPOTENT
+        retry = method in SAFE_METHODS
         stale: BaseException | None = None
         while True:
             req = _TransparentRequest(

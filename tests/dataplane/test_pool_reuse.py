@@ -1,6 +1,6 @@
 """Pooled upstream connections the upstream closed: the lean upstream call
-(forwarder.UpstreamClient._send_lean) must keep aiohttp's session behaviour --
-one retry of an idempotent request on a fresh connection, none for others."""
+(forwarder.EndpointClient._send_lean) must keep aiohttp's session behaviour --
+one retry of a safe request on a fresh connection -- and never resend a write."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def proxy_port() -> AsyncIterator[tuple[int, OneShotUpstream]]:
     upstream.server.close()
 
 
-async def test_idempotent_request_on_a_closed_pooled_connection_is_retried_once(
+async def test_safe_request_on_a_closed_pooled_connection_is_retried_once(
     proxy_port: tuple[int, OneShotUpstream],
 ) -> None:
     port, upstream = proxy_port
@@ -76,11 +76,16 @@ async def test_idempotent_request_on_a_closed_pooled_connection_is_retried_once(
     assert upstream.answered == 3 and upstream.connections == 3
 
 
-async def test_non_idempotent_request_on_a_closed_pooled_connection_is_not_resent(
-    proxy_port: tuple[int, OneShotUpstream],
+@pytest.mark.parametrize("method,body", [
+    ("POST", b""),  # bodiless: takes the lean path too
+    ("DELETE", b""),  # idempotent, and a write: not resent either
+    ("PUT", b"{}"),  # with a body: through the session, whose own resend is off
+])
+async def test_a_write_on_a_closed_pooled_connection_is_not_resent(
+    proxy_port: tuple[int, OneShotUpstream], method: str, body: bytes,
 ) -> None:
     port, upstream = proxy_port
     assert (await raw_request(port, req("GET", "/warm"))).status == 200
-    resp = await raw_request(port, req("POST", "/write"))  # bodiless: takes the lean path too
+    resp = await raw_request(port, req(method, "/write", body=body))
     assert resp.status == 502 and resp.header("Content-Type") == "application/problem+json"
     assert upstream.answered == 1 and upstream.connections == 1
