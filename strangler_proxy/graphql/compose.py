@@ -332,10 +332,10 @@ def _definition(name: str, acc: _TypeAcc) -> graphql.TypeDefinitionNode:
 
 
 async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
-                    timeout_s: float = DEFAULT_SDL_TIMEOUT_S) -> str:
-    """Ask one subgraph for its SDL with ``{ _service { sdl } }``."""
+                    timeout_s: float = DEFAULT_SDL_TIMEOUT_S, headers: Mapping[str, str] | None = None) -> str:
+    """Ask one subgraph for its SDL with ``{ _service { sdl } }`` (``headers``: its upstream's ``headers.set``)."""
     try:
-        async with session.post(url, json={"query": SDL_QUERY},
+        async with session.post(url, json={"query": SDL_QUERY}, headers=headers,
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             body = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
@@ -350,9 +350,11 @@ async def fetch_sdl(session: aiohttp.ClientSession, backend: str, url: str,
 
 
 async def load_sdls(
-    session: aiohttp.ClientSession, backends: Mapping[str, tuple[str, str | None]], wait_s: float = 0.0
+    session: aiohttp.ClientSession, backends: Mapping[str, tuple[str, str | None]], wait_s: float = 0.0,
+    headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, str]:
-    """name -> (url, sdl_file or None) into name -> SDL text, fetched in parallel.
+    """name -> (url, sdl_file or None) into name -> SDL text, fetched in parallel
+    (``headers``: name -> what to send it, e.g. the credentials its upstream's header rules set).
 
     A backend that cannot be asked yet (still starting, as when a whole stack starts at
     once) is asked again, with growing pauses, for up to ``wait_s`` seconds; then the
@@ -369,7 +371,7 @@ async def load_sdls(
         pause = SDL_RETRY_FIRST_PAUSE_S
         while True:
             try:
-                return await fetch_sdl(session, name, url)
+                return await fetch_sdl(session, name, url, headers=(headers or {}).get(name))
             except BackendSDLUnavailable as exc:
                 left = deadline - loop.time()
                 if left <= 0:

@@ -152,7 +152,9 @@ class GraphQLGateway:
             raise GraphQLGatewayError(f"graphql.legacy_backend {gql.legacy_backend!r} is not in graphql.backends")
         urls = {name: config.upstreams[b.upstream].primary_url + b.path for name, b in gql.backends.items()}
         sdls = await load_sdls(session, {n: (urls[n], b.sdl_file) for n, b in gql.backends.items()},
-                               wait_s=gql.sdl_wait_s if sdl_wait_s is None else sdl_wait_s)
+                               wait_s=gql.sdl_wait_s if sdl_wait_s is None else sdl_wait_s,
+                               headers={n: dict(config.upstreams[b.upstream].headers.resolved())
+                                        for n, b in gql.backends.items()})
         composed = compose(sdls, legacy=gql.legacy_backend)
         timeout = max((config.upstreams[b.upstream].timeout_s for b in gql.backends.values()), default=30.0)
         metrics = GraphQLMetrics(registry)

@@ -5,6 +5,7 @@ name a control header."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -15,6 +16,7 @@ from gql_subgraphs import World, products_app, reviews_app
 
 from strangler_proxy.errors import ConfigError
 from strangler_proxy.graphql.executor import BackendClient
+from strangler_proxy.server import ProxyServer
 
 FIELDS = """\
     Product.reviews: {target: reviews, mode: extracted}
@@ -90,3 +92,50 @@ async def test_forward_headers_cannot_name_a_control_header(name: str) -> None:
         with pytest.raises(ConfigError, match="X-Strangler-"):
             BackendClient(session, {}, forward_headers=("authorization", name))
         assert BackendClient(session, {}, forward_headers=("authorization", "x-request-id")).forward_headers
+
+
+async def test_each_backend_gets_its_upstreams_header_rules_and_no_other(
+    recorded: tuple[Stack, Seen], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the real proxy (its endpoint pools): the SDL fetch at start-up, the served
+    fetches and the shadow fetch carry their own upstream's ``headers`` rules only."""
+    monkeypatch.setenv("T_GQL_REVIEWS", "reviews-SECRET")
+    monkeypatch.setenv("T_GQL_LEGACY", "legacy-SECRET")
+    stack, seen = recorded
+    config = tmp_path / "strangler.yaml"
+    config.write_text(f"""
+upstreams:
+  legacy:
+    url: "http://127.0.0.1:{stack.products.port}"
+    headers: {{set: {{X-Legacy-Key: "${{T_GQL_LEGACY}}"}}}}
+  reviews:
+    url: "http://127.0.0.1:{stack.reviews.port}"
+    headers: {{set: {{Authorization: "Bearer ${{T_GQL_REVIEWS}}"}}, remove: [X-Request-Id]}}
+graphql:
+  enabled: true
+  backends: {{legacy: {{upstream: legacy}}, reviews: {{upstream: reviews}}}}
+  fields:
+{FIELDS}
+""")
+    state = f"sqlite+aiosqlite:///{tmp_path / 'control.sqlite3'}"
+    async with ProxyServer(config, port=0, admin_port=0, state_url=state, watch=False) as server:
+        sdl_fetches = list(seen)
+        async with stack.session.post(f"{server.url}/graphql", json={"query": QUERY},
+                                      headers=[*CLIENT_HEADERS, ("X-Request-Id", "r1")]) as resp:
+            body = await resp.json()
+        assert resp.status == 200 and "errors" not in body, body
+        assert server.graphql is not None and server.graphql.shadower is not None
+        await server.graphql.shadower.drain()
+
+    def values(headers: list[tuple[str, str]], name: str) -> list[str]:
+        return [v for k, v in headers if k.lower() == name.lower()]
+
+    assert {name for name, _ in sdl_fetches} == {"products", "reviews"}
+    assert len([n for n, _ in seen if n == "reviews"]) >= 3  # its SDL, the served fetch, the rating's shadow fetch
+    for name, headers in seen:
+        if name == "reviews":  # its own token replaces the client's, and the removed header is gone
+            assert values(headers, "Authorization") == ["Bearer reviews-SECRET"], headers
+            assert values(headers, "X-Request-Id") == values(headers, "X-Legacy-Key") == []
+        else:
+            assert values(headers, "X-Legacy-Key") == ["legacy-SECRET"], headers
+            assert "Bearer reviews-SECRET" not in values(headers, "Authorization")
