@@ -12,7 +12,7 @@ An endpoint may serve when it is **not ejected** (passive outlier detection:
 ``base_ejection_s * 2**(n-1)``, at most ``max_ejection_s``) **and**, when the
 upstream has ``health:``, its **active checks** pass (``unhealthy_after``
 failed checks in a row mark it unhealthy, ``healthy_after`` 2xx bring it
-back). The pool's decision itself is :func:`~strangler_proxy.routing.endpoints.choose_endpoint`.
+back). The pool's decision itself is :mod:`strangler_proxy.routing.endpoints`.
 
     >>> from strangler_proxy.config import OutlierConfig
     >>> ep = EndpointHealth("legacy", "http://a", "eu", 0)
@@ -42,7 +42,7 @@ from yarl import URL
 
 from strangler_proxy.config import HealthCheckConfig, OutlierConfig, StranglerConfig, UpstreamConfig
 from strangler_proxy.metrics import LATENCY_BUCKETS, EndpointSample, ProxyMetrics
-from strangler_proxy.routing.endpoints import NO_SWITCH, EndpointState, EndpointTable, UpstreamSwitch, choose_endpoint
+from strangler_proxy.routing.endpoints import NO_SWITCH, EndpointTable, UpstreamSwitch, candidates
 
 log = logging.getLogger("strangler.endpoints")
 
@@ -59,6 +59,16 @@ def shown_url(url: str) -> str:
     """
     parsed = URL(url)
     return url if parsed.password is None else str(parsed.with_password("***"))
+
+
+class HealthEpoch:
+    """Counts the health changes of a board's endpoints (an ejection, a check
+    turning): a pool keeps its candidates while the count stands still."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
 
 
 class SwitchCell:
@@ -79,9 +89,10 @@ class EndpointHealth:
 
     __slots__ = ("upstream", "url", "label", "zone", "priority", "weight", "in_flight", "check_ok",
                  "_check_streak", "consecutive", "ejected_until", "ejections", "_backoff", "requests", "failures",
-                 "latency_sum", "buckets", "_recent", "_recent_n")
+                 "latency_sum", "buckets", "_recent", "_recent_n", "_epoch")
 
-    def __init__(self, upstream: str, url: str, zone: str, priority: int, weight: int = 1) -> None:
+    def __init__(self, upstream: str, url: str, zone: str, priority: int, weight: int = 1,
+                 epoch: HealthEpoch | None = None) -> None:
         self.upstream = upstream
         self.url = url
         self.label = shown_url(url)  # what logs, metrics and the admin API name it
@@ -101,6 +112,7 @@ class EndpointHealth:
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self._recent = array("d", bytes(8 * RECENT_LATENCIES))
         self._recent_n = 0
+        self._epoch = epoch if epoch is not None else HealthEpoch()
 
     # ------------------------------------------------------------ the pools' side
     def drained_by(self, switch: UpstreamSwitch) -> bool:
@@ -143,6 +155,7 @@ class EndpointHealth:
         self.ejections += 1
         self.consecutive = 0  # back from ejection, it needs as many failures again
         self.ejected_until = now + min(rule.base_ejection_s * 2 ** (self._backoff - 1), rule.max_ejection_s)
+        self._epoch.value += 1
         return True
 
     # ------------------------------------------------------------ the active checks
@@ -151,14 +164,18 @@ class EndpointHealth:
         if ok:
             self._check_streak = self._check_streak + 1 if self._check_streak > 0 else 1
             if not self.check_ok and self._check_streak >= rule.healthy_after:
-                self.check_ok = True
+                self.set_check(True)
                 return True
         else:
             self._check_streak = self._check_streak - 1 if self._check_streak < 0 else -1
             if self.check_ok and -self._check_streak >= rule.unhealthy_after:
-                self.check_ok = False
+                self.set_check(False)
                 return False
         return None
+
+    def set_check(self, ok: bool) -> None:
+        self.check_ok = ok
+        self._epoch.value += 1
 
     # ------------------------------------------------------------ reading
     def percentile_s(self, q: float) -> float | None:
@@ -211,6 +228,7 @@ class EndpointBoard:
         self._checkers: dict[str, HealthChecker] = {}
         self._users = 0  # open pool registries: checkers run while there is one
         self._configs: dict[str, UpstreamConfig] = {}  # the latest config each upstream's pools were made from
+        self.epoch = HealthEpoch()
         self.metrics.track_endpoints(self._samples, self._levels)
 
     # ------------------------------------------------------------ pools
@@ -222,7 +240,8 @@ class EndpointBoard:
         for e in config.endpoint_list:
             ep = self._endpoints.get((name, e.url))
             if ep is None:
-                ep = self._endpoints[(name, e.url)] = EndpointHealth(name, e.url, e.zone, e.priority, e.weight)
+                ep = self._endpoints[(name, e.url)] = EndpointHealth(name, e.url, e.zone, e.priority, e.weight,
+                                                                     self.epoch)
             else:
                 ep.zone, ep.priority, ep.weight = e.zone, e.priority, e.weight
             out.append(ep)
@@ -253,7 +272,7 @@ class EndpointBoard:
             self._checkers.pop(name).stop()
             if key is None:  # checks switched off: only outlier detection decides from now on
                 for ep in checker.endpoints:
-                    ep.check_ok = True
+                    ep.set_check(True)
         if key is not None:
             self._checkers[name] = HealthChecker(name, config, self.endpoints(name, config))
 
@@ -333,9 +352,9 @@ def serving_priority(config: UpstreamConfig, eps: Iterable[EndpointHealth], swit
     eps = list(eps)
     table = EndpointTable.build([e.url for e in eps], [e.zone for e in eps], [e.priority for e in eps],
                                 [e.weight for e in eps], config.failover_threshold)
-    states = [EndpointState(e.serving(now), e.drained_by(switch), 0) for e in eps]
-    i = choose_endpoint(table, states, draws=(0.0, 0.0), pinned_zone=switch.pinned_zone)
-    return None if i is None else eps[i].priority
+    among = candidates(table, [e.serving(now) for e in eps], [e.drained_by(switch) for e in eps],
+                       pinned_zone=switch.pinned_zone)
+    return min((eps[i].priority for i in among), default=None)
 
 
 class HealthChecker:

@@ -10,11 +10,13 @@ health, load and switches of every endpoint.
 Each :meth:`UpstreamPool.send`:
 
 1. applies the upstream's header rules (``headers.set``/``remove``);
-2. chooses an endpoint: a snapshot of every endpoint's state (healthy, drained,
-   in flight) and two random draws go to the pure
-   :func:`~strangler_proxy.routing.endpoints.choose_endpoint` (priorities,
-   failover threshold, panic, zone pin, power of two choices). With one
-   endpoint nothing is chosen;
+2. chooses an endpoint with the pure decision of
+   :mod:`~strangler_proxy.routing.endpoints`: the
+   :func:`~strangler_proxy.routing.endpoints.candidates` (priorities, failover
+   threshold, panic, drains, zone pin -- kept until an endpoint's health, a
+   switch or the end of an ejection changes them), then
+   :func:`~strangler_proxy.routing.endpoints.pick` (two random draws, fewer
+   requests in flight wins). With one endpoint nothing is chosen;
 3. sends through that endpoint's :class:`~strangler_proxy.dataplane.forwarder.EndpointClient`;
 4. on a failure, may send again to an endpoint not tried yet:
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -63,7 +66,7 @@ from strangler_proxy.dataplane.forwarder import (
 from strangler_proxy.dataplane.health import EndpointBoard, EndpointHealth
 from strangler_proxy.errors import UpstreamConnectError
 from strangler_proxy.header_rules import HeaderRuleSet, apply_header_rules
-from strangler_proxy.routing.endpoints import EndpointState, EndpointTable, UpstreamSwitch, choose_endpoint
+from strangler_proxy.routing.endpoints import EndpointTable, UpstreamSwitch, candidates, pick
 from strangler_proxy.routing.methods import SAFE_METHODS
 
 log = logging.getLogger("strangler.endpoints")
@@ -71,11 +74,6 @@ log = logging.getLogger("strangler.endpoints")
 CLOSE_GRACE_S = 30.0  # old pools of a reloaded upstream finish in-flight requests
 BUDGET_SLOTS = 10  # the retry budget's window moves in tenths
 _NOTHING: frozenset[int] = frozenset()
-# EndpointStates are immutable: the common ones are made once, [healthy][drained][in_flight],
-# so a choice among N endpoints builds no objects (a frozen dataclass costs ~0.5 µs to make).
-_INTERNED_IN_FLIGHT = 256
-_STATES = tuple(tuple(tuple(EndpointState(bool(h), bool(d), n) for n in range(_INTERNED_IN_FLIGHT))
-                      for d in (0, 1)) for h in (0, 1))
 
 
 class RetryBudget:
@@ -128,7 +126,7 @@ class UpstreamPool:
     docstring): ``send``, ``keep_host``, ``name``, ``close``."""
 
     __slots__ = ("name", "config", "keep_host", "header_rules", "table", "endpoints", "clients", "_board", "_cell",
-                 "_switch", "_drained", "_single", "_budget")
+                 "_switch", "_drained", "_single", "_budget", "_epoch", "_among", "_among_epoch", "_among_until")
 
     def __init__(self, name: str, config: UpstreamConfig, board: EndpointBoard) -> None:
         listed = config.endpoint_list
@@ -148,6 +146,12 @@ class UpstreamPool:
         self._drained: tuple[bool, ...] = ()
         self._single = False
         self._budget = RetryBudget(config.retries)
+        # The candidates of the last choice, good while the board's health epoch is the
+        # same, the switch is the same and no ejection has ended since (_among_until).
+        self._epoch = board.epoch
+        self._among: tuple[int, ...] = ()
+        self._among_epoch = -1
+        self._among_until = 0.0
 
     # ------------------------------------------------------------ the operators' switches
     def set_switch(self, switch: UpstreamSwitch) -> None:
@@ -160,6 +164,7 @@ class UpstreamPool:
 
     def _follow(self, switch: UpstreamSwitch) -> None:
         self._switch = switch
+        self._among_epoch = -1
         self._drained = tuple(ep.drained_by(switch) for ep in self.endpoints)
         self._single = len(self.table) == 1 and not self._drained[0] and (
             switch.pinned_zone is None or switch.pinned_zone == self.table.zones[0])
@@ -223,14 +228,24 @@ class UpstreamPool:
                 metrics.inc(metrics.retries, self.name)
 
     def _choose(self, now: float, exclude: frozenset[int]) -> int | None:
-        states = [_STATES[ep.check_ok and ep.ejected_until <= now][drained][ep.in_flight]
-                  if ep.in_flight < _INTERNED_IN_FLIGHT
-                  else EndpointState(ep.check_ok and ep.ejected_until <= now, drained, ep.in_flight)
-                  for ep, drained in zip(self.endpoints, self._drained, strict=True)]
+        if not exclude and self._among_epoch == self._epoch.value and now < self._among_until:
+            among = self._among
+        else:
+            among = self._candidates(now, exclude)
+        if len(among) < 2:
+            return among[0] if among else None
         draw = random.random
+        return pick(self.table, among, [ep.in_flight for ep in self.endpoints], (draw(), draw()))
+
+    def _candidates(self, now: float, exclude: frozenset[int]) -> tuple[int, ...]:
+        eps = self.endpoints
         assert self._switch is not None
-        return choose_endpoint(self.table, states, draws=(draw(), draw()), pinned_zone=self._switch.pinned_zone,
-                               exclude=exclude)
+        among = candidates(self.table, [ep.check_ok and ep.ejected_until <= now for ep in eps], self._drained,
+                           pinned_zone=self._switch.pinned_zone, exclude=exclude)
+        if not exclude:  # a retry's candidates are its own
+            self._among, self._among_epoch = among, self._epoch.value
+            self._among_until = min((ep.ejected_until for ep in eps if ep.ejected_until > now), default=math.inf)
+        return among
 
     def _nothing_to_choose(self) -> str:
         switch = self._switch

@@ -17,6 +17,11 @@ one -- as Envoy's priority levels do:
 Within the chosen set, power of two choices: two weighted draws, the one with
 fewer requests in flight per unit of weight wins.
 
+:func:`choose_endpoint` is the two steps in one: :func:`candidates` (which
+endpoints may serve -- it depends on health, drains and the pin, which change
+rarely, so a pool may keep its answer until one of them changes) and
+:func:`pick` (the two choices, by the requests in flight now).
+
     >>> table = EndpointTable.build(("http://a", "http://b"), ("eu", "us"), (0, 0), (1, 1), 0.7)
     >>> up = (EndpointState(True, False, 3), EndpointState(True, False, 0))
     >>> choose_endpoint(table, up, draws=(0.1, 0.9))        # b has fewer in flight
@@ -93,53 +98,83 @@ def choose_endpoint(
     ``draws`` are two uniform numbers in [0, 1) (the caller's randomness, so the
     choice itself is a pure function of its arguments).
     """
-    if len(table.urls) == 1:  # the common case: one endpoint, nothing to weigh
-        return None if 0 in exclude or states[0].drained or (
-            pinned_zone is not None and table.zones[0] != pinned_zone) else 0
-    # One pass per level (this runs for every request: no generators, no sums).
+    among = candidates(table, [s.healthy for s in states], [s.drained for s in states],
+                       pinned_zone=pinned_zone, exclude=exclude)
+    return pick(table, among, [s.in_flight for s in states], draws)
+
+
+def candidates(
+    table: EndpointTable,
+    healthy: Sequence[bool],
+    drained: Sequence[bool],
+    *,
+    pinned_zone: str | None = None,
+    exclude: frozenset[int] = frozenset(),
+) -> tuple[int, ...]:
+    """The endpoints a request may be sent to now (rules 1-3 of the module
+    docstring), by index; empty when none is left.
+
+    >>> table = EndpointTable.build(("http://a", "http://b", "http://c"), ("eu", "eu", "us"), (0, 0, 1), (1, 1, 1), 0.7)
+    >>> candidates(table, (True, True, True), (False, False, False))
+    (0, 1)
+    >>> candidates(table, (True, False, True), (False, False, False))   # 1 of 2 healthy < 0.7: failover
+    (2,)
+    >>> candidates(table, (False, False, False), (False, True, False))  # panic, never a drained one
+    (0, 2)
+    """
+    if len(table.urls) == 1:  # the common case: one endpoint, whatever its health
+        return () if 0 in exclude or drained[0] or (pinned_zone is not None and table.zones[0] != pinned_zone) else (0,)
     best: list[int] = []  # every usable candidate, for panic
     best_healthy: list[int] = []  # the healthy candidates of the level with the most
-    chosen: list[int] | None = None
     zones = table.zones
-    for level in table.levels:
+    for level in table.levels:  # one pass per level: no generators, no sums
         members = up = 0  # candidates of the level (not drained, in the pinned zone) and how many are healthy
-        healthy: list[int] = []
+        ok: list[int] = []
         usable: list[int] = []
         for i in level:
-            state = states[i]
-            if state.drained or (pinned_zone is not None and zones[i] != pinned_zone):
+            if drained[i] or (pinned_zone is not None and zones[i] != pinned_zone):
                 continue
             members += 1
-            if state.healthy:
+            if healthy[i]:
                 up += 1
             if i in exclude:  # tried already: counts for the level's health, is not chosen again
                 continue
             usable.append(i)
-            if state.healthy:
-                healthy.append(i)
+            if healthy[i]:
+                ok.append(i)
         if not members:
             continue
-        if healthy and up >= table.failover_threshold * members:
-            chosen = healthy
-            break
-        if len(healthy) > len(best_healthy):
-            best_healthy = healthy
+        if ok and up >= table.failover_threshold * members:
+            return tuple(ok)
+        if len(ok) > len(best_healthy):
+            best_healthy = ok
         best.extend(usable)
-    if chosen is None:
-        chosen = best_healthy or best  # spill to the healthiest level; nothing healthy: panic over all
-    if not chosen:
-        return None
-    if len(chosen) == 1:
-        return chosen[0]
-    a, b = _weighted(table, chosen, draws[0]), _weighted(table, chosen, draws[1])
-    # fewer in flight per unit of weight wins (cross-multiplied: no division)
+    return tuple(best_healthy or best)  # spill to the healthiest level; nothing healthy: panic over all
+
+
+def pick(table: EndpointTable, among: Sequence[int], in_flight: Sequence[int],
+         draws: tuple[float, float]) -> int | None:
+    """Power of two choices among ``among``: two weighted draws, fewer requests in
+    flight (``in_flight``, by endpoint index) per unit of weight wins; None when
+    ``among`` is empty.
+
+    >>> table = EndpointTable.build(("http://a", "http://b"), ("eu", "us"), (0, 0), (1, 1), 0.7)
+    >>> pick(table, (0, 1), (3, 0), (0.1, 0.9)), pick(table, (0, 1), (3, 0), (0.1, 0.2))
+    (1, 0)
+    """
+    if len(among) < 2:
+        return among[0] if among else None
+    if table.uniform:
+        n = len(among)
+        a, b = among[int(draws[0] * n)], among[int(draws[1] * n)]
+        return a if in_flight[a] <= in_flight[b] else b
+    a, b = _weighted(table, among, draws[0]), _weighted(table, among, draws[1])
+    # cross-multiplied: no division
     weights = table.weights
-    return a if states[a].in_flight * weights[b] <= states[b].in_flight * weights[a] else b
+    return a if in_flight[a] * weights[b] <= in_flight[b] * weights[a] else b
 
 
 def _weighted(table: EndpointTable, among: Sequence[int], draw: float) -> int:
-    if table.uniform:
-        return among[int(draw * len(among))]
     weights = table.weights
     total = 0
     for i in among:

@@ -330,3 +330,30 @@ async def test_checks_stop_with_the_last_pool_registry(pair: tuple[Endpoint, End
     seen = a.health_checks
     await asyncio.sleep(0.1)
     assert a.health_checks <= seen + 1  # (one may have been under way)
+
+
+async def test_an_ejection_by_one_path_is_seen_by_the_others(pair: tuple[Endpoint, Endpoint]) -> None:
+    """The shadow path ejects an endpoint: the served path's pool, which had
+    kept its candidates, stops choosing it at once (one board, one health)."""
+    a, b = pair
+    a.status = 503
+    config = load_config_text(
+        f'{{"upstreams": {{"legacy": {{"endpoints": [{{"url": "{a.url}", "zone": "a"}}, {{"url": "{b.url}", "zone": "b"}}],'
+        f' "outlier": {{"consecutive_failures": 2, "base_ejection_s": 30}}}}}}}}')
+    served = Upstreams()
+    mirrored = Upstreams(served.board)
+    try:
+        pools = [u.get("legacy", config.upstreams["legacy"]) for u in (served, mirrored)]
+        for p in pools:  # both pools have chosen once: both keep their candidates
+            (await p.send("GET", "/warm", "", [], None)).release()
+        while not served.board.describe(config)[0].ejected:
+            (await pools[1].send("GET", "/m", "", [], None)).release()
+        before = a.count()
+        for _ in range(20):
+            resp = await pools[0].send("GET", "/s", "", [], None)
+            assert resp.headers["X-Endpoint"] == "b"
+            resp.release()
+        assert a.count() == before
+    finally:
+        await served.close()
+        await mirrored.close()
