@@ -8,7 +8,13 @@ Follow a request top to bottom:
 - ``handler``    :class:`~strangler_proxy.dataplane.handler.ProxyHandler`:
                  match (routing/) -> choose the side -> forward -> hand the
                  shadow off; :func:`~strangler_proxy.dataplane.handler.start_proxy`
-- ``forwarder``  the streaming upstream call (pooled aiohttp sessions,
+- ``pool``       :class:`~strangler_proxy.dataplane.pool.Upstreams`: each
+                 upstream's endpoints as one client (choose, retry within a
+                 budget, eject failing endpoints)
+- ``health``     :class:`~strangler_proxy.dataplane.health.EndpointBoard`:
+                 every endpoint's health, load and switches, shared by all
+                 pools (``runtime.endpoints``); the active health checks
+- ``forwarder``  one endpoint's streaming call (pooled aiohttp session,
                  hop-by-hop headers, ``X-Forwarded-*``, client ``X-Strangler-*`` dropped)
 - ``shadow``     the mirror: a bounded queue and workers, never on the hot path;
                  results go to the diff engine (diff/)
