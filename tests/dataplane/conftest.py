@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from strangler_proxy.config import load_config_text
+from strangler_proxy.config import StranglerConfig, load_config_text
 from strangler_proxy.dataplane.handler import ProxyRunner, start_proxy
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.dataplane.shadow import ShadowDispatcher
@@ -50,6 +50,21 @@ async def target() -> AsyncIterator[RawUpstream]:
 MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
+async def start_test_proxy(config: StranglerConfig) -> Proxy:
+    """A proxy for ``config`` on a free loopback port: served path, shadow path, results collected."""
+    runtime = ProxyRuntime(config)
+    collector = Collector()
+    dispatcher = ShadowDispatcher(config.shadow, DiffComparator(), [collector], runtime)
+    await dispatcher.start()
+    runner, port = await start_proxy(runtime, dispatcher, "127.0.0.1", 0)
+    return Proxy(port, runtime, dispatcher, collector, runner)
+
+
+async def stop_test_proxy(proxy: Proxy) -> None:
+    await proxy.runner.cleanup()
+    await proxy.shadow.stop()
+
+
 @pytest.fixture
 async def make_proxy(legacy: RawUpstream, target: RawUpstream) -> AsyncIterator[MakeProxy]:
     """``await make_proxy(routes_yaml, shadow_yaml=..., target_port=...)``."""
@@ -64,16 +79,10 @@ upstreams:
 shadow: {shadow}
 routes: {routes}
 """)
-        runtime = ProxyRuntime(config)
-        collector = Collector()
-        dispatcher = ShadowDispatcher(config.shadow, DiffComparator(), [collector], runtime)
-        await dispatcher.start()
-        runner, port = await start_proxy(runtime, dispatcher, "127.0.0.1", 0)
-        proxy = Proxy(port, runtime, dispatcher, collector, runner)
+        proxy = await start_test_proxy(config)
         made.append(proxy)
         return proxy
 
     yield make
     for p in made:
-        await p.runner.cleanup()
-        await p.shadow.stop()
+        await stop_test_proxy(p)

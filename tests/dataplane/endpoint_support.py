@@ -16,11 +16,7 @@ import pytest
 from aiohttp import web
 
 from strangler_proxy.config import StranglerConfig, load_config_text
-from strangler_proxy.dataplane.handler import ProxyRunner, start_proxy
-from strangler_proxy.dataplane.runtime import ProxyRuntime
-from strangler_proxy.dataplane.shadow import ShadowDispatcher
-from strangler_proxy.diff.comparator import DiffComparator
-from tests.dataplane.conftest import Collector
+from tests.dataplane.conftest import Proxy, start_test_proxy, stop_test_proxy
 
 HEALTH_PATH = "/healthz"
 
@@ -123,16 +119,11 @@ def endpoint(url: str, zone: str = "a", priority: int = 0, weight: int = 1) -> d
 
 
 @dataclass
-class PoolProxy:
+class PoolProxy(Proxy):
     """A proxy (served path, shadow path) in front of the given upstreams, and a client for it."""
 
-    port: int
-    config: StranglerConfig
-    runtime: ProxyRuntime
-    shadow: ShadowDispatcher
-    results: Collector
-    runner: ProxyRunner
-    client: aiohttp.ClientSession
+    config: StranglerConfig = field(kw_only=True)
+    client: aiohttp.ClientSession = field(kw_only=True)
 
     async def get(self, path: str = "/x") -> tuple[int, str]:
         async with self.client.get(f"http://127.0.0.1:{self.port}{path}") as resp:
@@ -162,20 +153,14 @@ async def pool_proxy() -> AsyncIterator[MakePoolProxy]:
                    shadow: dict[str, Any] | None = None) -> PoolProxy:
         text = json.dumps({"upstreams": upstreams, "routes": routes or [], "shadow": shadow or {}})
         config = load_config_text(text)  # YAML reads JSON
-        runtime = ProxyRuntime(config)
-        results = Collector()
-        dispatcher = ShadowDispatcher(config.shadow, DiffComparator(), [results], runtime)
-        await dispatcher.start()
-        runner, port = await start_proxy(runtime, dispatcher, "127.0.0.1", 0)
-        proxy = PoolProxy(port, config, runtime, dispatcher, results, runner, aiohttp.ClientSession())
+        proxy = PoolProxy(**vars(await start_test_proxy(config)), config=config, client=aiohttp.ClientSession())
         made.append(proxy)
         return proxy
 
     yield make
     for p in made:
         await p.client.close()
-        await p.runner.cleanup()
-        await p.shadow.stop()
+        await stop_test_proxy(p)
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 5.0, step_s: float = 0.02) -> None:
