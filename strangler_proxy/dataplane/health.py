@@ -328,14 +328,19 @@ class EndpointBoard:
         return out
 
     def _samples(self) -> Iterator[EndpointSample]:
+        """Every endpoint of the upstreams' latest configs (one a reload removed is no longer exported)."""
         now = time.monotonic()
-        for (name, _url), ep in list(self._endpoints.items()):
-            yield EndpointSample(
-                upstream=name, endpoint=ep.label, zone=ep.zone, healthy=ep.serving(now),
-                drained=ep.drained_by(self.switch(name)), in_flight=ep.in_flight, requests=ep.requests,
-                latency_buckets=tuple(ep.buckets), latency_sum=ep.latency_sum,
-            )
-
+        for name, config in list(self._configs.items()):
+            switch = self.switch(name)
+            for e in config.endpoint_list:
+                ep = self._endpoints.get((name, e.url))
+                if ep is None:
+                    continue
+                yield EndpointSample(
+                    upstream=name, endpoint=ep.label, zone=ep.zone, healthy=ep.serving(now),
+                    drained=ep.drained_by(switch), in_flight=ep.in_flight, requests=ep.requests,
+                    latency_buckets=tuple(ep.buckets), latency_sum=ep.latency_sum,
+                )
 
     def _levels(self) -> Iterator[tuple[str, int]]:
         now = time.monotonic()

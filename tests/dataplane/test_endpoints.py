@@ -357,3 +357,17 @@ async def test_an_ejection_by_one_path_is_seen_by_the_others(pair: tuple[Endpoin
     finally:
         await served.close()
         await mirrored.close()
+
+
+async def test_a_reload_that_changes_the_endpoints_takes_effect(pool_proxy: MakePoolProxy,
+                                                                pair: tuple[Endpoint, Endpoint]) -> None:
+    a, b = pair
+    proxy = await pool_proxy({"legacy": {"endpoints": [endpoint(a.url, "a")]}})
+    assert await proxy.get("/before") == (200, "a")
+    reloaded = load_config_text(f'{{"upstreams": {{"legacy": {{"endpoints": [{{"url": "{b.url}", "zone": "b"}}]}}}}}}')
+    proxy.runtime.apply(config=reloaded)
+    assert await proxy.get("/after") == (200, "b")
+    # the removed endpoint is no longer exported; the old pool closes after its grace time
+    assert proxy.runtime.registry.get_sample_value(
+        "strangler_endpoint_requests_total", {"upstream": "legacy", "endpoint": a.url, "zone": "a"}) is None
+    assert proxy.metric("strangler_endpoint_requests_total", upstream="legacy", endpoint=b.url, zone="b") == 1
