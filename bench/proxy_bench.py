@@ -28,9 +28,11 @@ is repeated and the median printed (with the spread), and for every row:
 The endpoint rows (``--only endpoints`` runs just them) measure what choosing
 an endpoint costs: two proxies in legacy pass-through, one with the legacy
 upstream as one ``url:``, one with it as three ``endpoints:`` (the same
-upstream process listening on three ports), loaded at the same time, sharing
-CPU 0 (a warm-up, then ``--pairs`` runs); printed: each one's CPU per request
-and the difference, the median over the runs.
+upstream process listening on three ports), started afresh for each of
+``--pairs`` rounds and loaded at the same time, sharing CPU 0; printed: each
+one's CPU per request and the median of the rounds' differences.
+``--calibrate`` puts one endpoint on both sides: what the method reads when
+nothing differs (its noise and bias).
 
 The fixed-rate rows drive the proxy with ``hey -q`` at the same offered rate
 (30 % of the slower proxy mode's saturation throughput, at most 2000/s,
@@ -447,38 +449,51 @@ def measure_together(targets: list[tuple[int, int]], duration: float, upstream: 
     return runs
 
 
-def endpoint_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float) -> None:
+def endpoint_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float,
+                  counts: tuple[int, int] = (1, ENDPOINTS)) -> None:
     """What choosing an endpoint costs: legacy pass-through with the legacy
     upstream as one ``url:`` and as ``ENDPOINTS`` endpoints (one upstream
-    process on that many ports). Both proxies are loaded *at the same time*
-    (a wrk each, c=32), sharing CPU 0: whatever else the box does in a run
-    hits both alike, which runs in turn do not (on a shared VM their CPU per
-    request drifts by +-15 % from one run to the next, far more than the
-    difference measured). Sharing a core costs each proxy some batching, so
-    both figures are above the solo rows'; the difference is what counts."""
-    ports = [free_port() for _ in range(ENDPOINTS)]
+    process on that many ports).
+
+    Each of ``pairs`` rounds starts both proxies afresh and loads them *at the
+    same time* (a wrk each, c=32), sharing CPU 0, then stops them: whatever
+    else the box does in a run hits both alike (on a shared VM, runs in turns
+    drift by +-15 % from one to the next, far more than the difference), and
+    what makes one process a few percent faster than an identical one (hash
+    seed, memory layout: a steady 3-8 us here) changes sides from round to
+    round instead of biasing every run; the median of the rounds' differences
+    is printed. Sharing a core costs each proxy some batching, so both figures
+    are above the solo rows'. ``counts``: the endpoints of the two proxies
+    (``--calibrate``: one and one, the method's own noise).
+    """
+    ports = [free_port() for _ in range(max(counts))]
     stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", *map(str, ports)], ports[0])
     for port in ports[1:]:
         wait_port(port)
     nowhere = free_port()  # the candidate: never asked in legacy mode
-    proxies: list[tuple[int, int]] = []  # (proxy port, pid): one endpoint, then ENDPOINTS
-    for n in (1, ENDPOINTS):
-        port = free_port()
-        proc = stack.start(PROXY_CPU, [PY, __file__, "--serve-proxy", str(port), ",".join(map(str, ports[:n])),
-                                       str(nowhere), "legacy", str(tmp / f"endpoints-{n}.log")], port)
-        proxies.append((port, proc.pid))
-    measure_together(proxies, 1, ports[0])  # warm-up: pooled connections, caches
-    pairs_run = [measure_together(proxies, duration, ports[0]) for _ in range(pairs)]
-    for i, n in enumerate((1, ENDPOINTS)):
-        rs = [pair[i] for pair in pairs_run]
-        m = results[f"strangler legacy {n} endpoint{'s' if n > 1 else ''} c=32"] = median_run(rs)
+    rounds: list[list[Run]] = []
+    for r in range(pairs):
+        procs: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
+        for i in (0, 1) if r % 2 == 0 else (1, 0):  # which one starts first changes too
+            port = free_port()
+            procs[i] = port, stack.start(PROXY_CPU, [PY, __file__, "--serve-proxy", str(port),
+                                                     ",".join(map(str, ports[:counts[i]])), str(nowhere), "legacy",
+                                                     str(tmp / f"endpoints-{r}-{i}.log")], port)
+        targets = [(procs[i][0], procs[i][1].pid) for i in (0, 1)]
+        measure_together(targets, 1, ports[0])  # warm-up: pooled connections, caches
+        rounds.append(measure_together(targets, duration, ports[0]))
+        for i in (0, 1):
+            stack.stop(procs[i][1])
+    for i, n in enumerate(counts):
+        rs = [pair[i] for pair in rounds]
+        m = results[f"strangler legacy {n} endpoint{'s' if n > 1 else ''} c=32 #{i}"] = median_run(rs)
         assert m.cpu_us is not None
         print(f"  {'legacy, ' + str(n) + ' endpoint' + ('s' if n > 1 else '') + ' c=32':<30} {m.rps:7.0f} req/s "
               f"({min(r.rps for r in rs):.0f}..{max(r.rps for r in rs):.0f})  cpu {m.cpu_us:6.1f} us/req", flush=True)
-    cpu = sorted((three.cpu_us or 0.0) - (one.cpu_us or 0.0) for one, three in pairs_run)  # both have a pid
+    cpu = sorted((b.cpu_us or 0.0) - (a.cpu_us or 0.0) for a, b in rounds)  # both have a pid
     results[ENDPOINT_CHOICE] = Run(0, 0, 0, 0, statistics.median(cpu), None, None)
-    print(f"  choosing an endpoint ({ENDPOINTS} endpoints vs 1): {statistics.median(cpu):+.1f} us CPU per request "
-          f"(median of {pairs} simultaneous pairs, {cpu[0]:+.1f}..{cpu[-1]:+.1f})", flush=True)
+    print(f"  choosing an endpoint ({counts[1]} endpoints vs {counts[0]}): {statistics.median(cpu):+.1f} us CPU per "
+          f"request (median of {pairs} rounds, {cpu[0]:+.1f}..{cpu[-1]:+.1f})", flush=True)
 
 
 class Stack:
@@ -520,7 +535,9 @@ def main() -> None:
     ap.add_argument("--only", choices=("strangler", "endpoints"),
                     help="strangler: skip the direct and nginx rows; endpoints: only the one-vs-three endpoint rows")
     ap.add_argument("--pairs", type=int, default=0,
-                    help="runs of the endpoint rows, both proxies at once (default: --repeats, at least 3)")
+                    help="rounds of the endpoint rows (default: --repeats, at least 3)")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="endpoint rows with one endpoint on both sides: what the method reads when nothing differs")
     ap.add_argument("--serve-upstream", type=int, nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--serve-proxy", nargs=5, help=argparse.SUPPRESS)
@@ -564,9 +581,10 @@ def main() -> None:
     pairs = args.pairs or max(3, args.repeats)
     try:
         if args.only == "endpoints":
-            print(f"endpoint rows: {pairs} runs of {args.duration:.0f} s, both proxies at once (a wrk c=32 each), "
-                  f"on CPU {PROXY_CPU}; the upstream and the load on CPU {LOAD_CPU}")
-            return endpoint_rows(stack, tmp, results, pairs, args.duration)
+            print(f"endpoint rows: {pairs} rounds of {args.duration:.0f} s, two fresh proxies at once (a wrk c=32 "
+                  f"each), on CPU {PROXY_CPU}; the upstream and the load on CPU {LOAD_CPU}")
+            return endpoint_rows(stack, tmp, results, pairs, args.duration,
+                                 counts=(1, 1) if args.calibrate else (1, ENDPOINTS))
         legacy_port, cand_port = free_port(), free_port()
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(legacy_port)], legacy_port)
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(cand_port)], cand_port)
