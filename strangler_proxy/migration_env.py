@@ -7,11 +7,11 @@ strangler_proxy/migrate.py): ``config.attributes["url"]`` or the
 ``sqlalchemy.url`` main option, else ``databases.database_url(database)``; a
 caller already inside an event loop may hand over a sync ``connection`` instead.
 
-    # migrations/ratings/env.py
-    from extracted_services.ratings.models import metadata
+    # migrations/orders/env.py -- an app's own environment
+    from orders.models import metadata
     from strangler_proxy.migration_env import run_environment
 
-    run_environment("ratings", metadata)
+    run_environment("orders", metadata)
 """
 
 from __future__ import annotations

@@ -75,6 +75,17 @@ def test_the_toolkit_never_imports_the_demo() -> None:
     assert offenders == []
 
 
+def test_no_toolkit_text_shows_an_import_of_the_demo() -> None:
+    """Docstring examples too: a reader copying one must not learn to import the demo."""
+    offenders = sorted(
+        f"{path.relative_to(REPO)}:{n}"
+        for path in TOOLKIT.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if any(f"{word} {demo}" in line for word in ("import", "from") for demo in DEMO_PACKAGES)
+    )
+    assert offenders == []
+
+
 def test_the_module_import_graph_has_no_cycle() -> None:
     assert _cycle(_graph()) is None
 
