@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 PG_ADMIN_DSN = os.environ.get("STRANGLER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -68,3 +70,25 @@ def data_dir(tmp_path, monkeypatch) -> str:  # type: ignore[no-untyped-def]
     d.mkdir()
     monkeypatch.setenv("STRANGLER_DATA_DIR", str(d))
     return str(d)
+
+
+LoopbackHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture
+async def catch_all() -> AsyncIterator[Callable[[LoopbackHandler], Awaitable[int]]]:
+    """``port = await catch_all(handle)``: ``handle`` answers every method and path on a
+    free loopback port; every such server stops when the test ends."""
+    servers: list[TestServer] = []
+
+    async def serve(handle: LoopbackHandler) -> int:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        return int(server.port)  # type: ignore[arg-type]
+
+    yield serve
+    for server in servers:
+        await server.close()

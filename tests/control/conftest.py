@@ -87,7 +87,6 @@ async def services(sqlite_url: str) -> AsyncIterator[Callable[..., object]]:
 from dataclasses import dataclass, field  # noqa: E402
 
 from aiohttp import web  # noqa: E402
-from aiohttp.test_utils import TestServer  # noqa: E402
 
 
 @dataclass
@@ -102,9 +101,7 @@ class FakeUpstream:
 
 
 @pytest.fixture
-async def upstreams() -> AsyncIterator[Callable[[str], object]]:
-    servers: list[TestServer] = []
-
+async def upstreams(catch_all) -> AsyncIterator[Callable[[str], object]]:  # type: ignore[no-untyped-def]
     async def make(name: str) -> FakeUpstream:
         state = FakeUpstream(name)
 
@@ -115,14 +112,7 @@ async def upstreams() -> AsyncIterator[Callable[[str], object]]:
             # Both sides answer the same bytes, so every comparison matches.
             return web.json_response({"path": request.path, "value": 42})
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        state.port = server.port
+        state.port = await catch_all(handle)
         return state
 
     yield make
-    for server in servers:
-        await server.close()

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from .conftest import ADMIN_TOKEN
 
@@ -60,9 +59,7 @@ class Endpoint:
 
 
 @pytest.fixture
-async def endpoints() -> AsyncIterator[Callable[[str], object]]:
-    servers: list[TestServer] = []
-
+async def endpoints(catch_all) -> AsyncIterator[Callable[[str], object]]:  # type: ignore[no-untyped-def]
     async def make(name: str) -> Endpoint:
         state = Endpoint(name)
 
@@ -73,17 +70,10 @@ async def endpoints() -> AsyncIterator[Callable[[str], object]]:
                 await state.release.wait()
             return web.json_response({"path": request.path, "served_by": name})
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        state.port = server.port
+        state.port = await catch_all(handle)
         return state
 
     yield make
-    for server in servers:
-        await server.close()
 
 
 async def eventually(check: Callable[[], bool], *, within_s: float = 5.0, what: str = "the condition") -> float:

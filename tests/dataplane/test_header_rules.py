@@ -23,7 +23,6 @@ import httpx
 import pytest
 import typer
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner
 
 from strangler_proxy import header_rules
@@ -108,9 +107,8 @@ class Recorder:
 
 
 @pytest.fixture
-async def recorders() -> AsyncIterator[dict[str, Recorder]]:
+async def recorders(catch_all) -> AsyncIterator[dict[str, Recorder]]:  # type: ignore[no-untyped-def]
     out: dict[str, Recorder] = {}
-    servers: list[TestServer] = []
     for name in ("legacy", "ratings", "images"):
         rec = out[name] = Recorder(name)
 
@@ -120,15 +118,8 @@ async def recorders() -> AsyncIterator[dict[str, Recorder]]:
             # The two sides disagree, so every comparison is a mismatch with samples stored.
             return web.json_response({"served_by": rec.name, "value": len(rec.name)})
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        server = TestServer(app, host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        rec.port = server.port
+        rec.port = await catch_all(handle)
     yield out
-    for server in servers:
-        await server.close()
 
 
 @pytest.fixture

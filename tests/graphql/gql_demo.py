@@ -71,6 +71,16 @@ def copy_databases(template: Path, directory: Path) -> dict[str, str]:
     return out
 
 
+def upstreams_yaml(ports: dict[str, int]) -> str:
+    """The ``upstreams:`` lines of a strangler.yaml over running backends (two-space indent)."""
+    return "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in ports.items())
+
+
+def backends_yaml(ports: dict[str, int]) -> str:
+    """The ``graphql.backends:`` lines, one backend per upstream of the same name (four-space indent)."""
+    return "\n".join(f"    {n}: {{upstream: {n}}}" for n in ports)
+
+
 @dataclass
 class Demo:
     """Running backends and a session; ``config(...)`` is a strangler.yaml over them."""
@@ -80,8 +90,7 @@ class Demo:
     servers: dict[str, TestServer] = field(default_factory=dict)  # to stop one mid-test
 
     def config(self, extracted: tuple[str, ...] = (), mode: str = "extracted") -> StranglerConfig:
-        ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in self.ports.items())
-        backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in self.ports)
+        ups, backends = upstreams_yaml(self.ports), backends_yaml(self.ports)
         owner = {f: s for s, fs in SERVICE_FIELDS.items() for f in fs}
         fields = "\n".join(f"    {f}: {{target: {owner[f]}, mode: {mode}}}" for f in extracted)
         return load_config_text(f"""

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from gql_demo import Demo, demo, demo_template  # noqa: F401  (fixtures)
+from gql_demo import Demo, backends_yaml, demo, demo_template, upstreams_yaml  # noqa: F401  (fixtures)
 from gql_stack import Stack, stack  # noqa: F401  (fixture)
 
 from strangler_proxy.server import ProxyServer
@@ -33,8 +33,7 @@ def codes(body: dict[str, Any]) -> list[str]:
 
 @pytest.fixture
 async def proxy(demo: Demo, tmp_path: Path) -> AsyncIterator[tuple[ProxyServer, aiohttp.ClientSession]]:
-    ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in demo.ports.items())
-    backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in demo.ports)
+    ups, backends = upstreams_yaml(demo.ports), backends_yaml(demo.ports)
     config = tmp_path / "strangler.yaml"
     config.write_text(f"""
 proxy: {{default_upstream: monolith}}

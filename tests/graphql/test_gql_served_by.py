@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from gql_demo import Demo, demo, demo_template  # noqa: F401  (fixtures)
+from gql_demo import Demo, backends_yaml, demo, demo_template, upstreams_yaml  # noqa: F401  (fixtures)
 
 from strangler_proxy.server import ProxyServer
 
@@ -48,8 +48,7 @@ async def recorder() -> AsyncIterator[tuple[TestServer, list[dict[str, str]]]]:
 
 
 def config_text(demo: Demo, recorder_port: int, *, expose: bool = False) -> str:
-    ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in demo.ports.items())
-    backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in demo.ports)
+    ups, backends = upstreams_yaml(demo.ports), backends_yaml(demo.ports)
     return f"""
 proxy:
   default_upstream: monolith

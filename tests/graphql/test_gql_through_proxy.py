@@ -15,7 +15,15 @@ import aiohttp
 import graphql
 import pytest
 from aiohttp.test_utils import TestServer
-from gql_demo import Demo, copy_databases, demo, demo_template, running_demo  # noqa: F401  (fixtures)
+from gql_demo import (  # noqa: F401  (fixtures)
+    Demo,
+    backends_yaml,
+    copy_databases,
+    demo,
+    demo_template,
+    running_demo,
+    upstreams_yaml,
+)
 
 from extracted_services.ratings.app import create_app as create_ratings
 from extracted_services.ratings.settings import RatingsSettings, Rounding
@@ -35,8 +43,7 @@ class Collector:
 
 
 def write_config(path: Path, demo: Demo, mode: str, graphql_extra: str = "", field_extra: str = "") -> None:
-    ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in demo.ports.items())
-    backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in demo.ports)
+    ups, backends = upstreams_yaml(demo.ports), backends_yaml(demo.ports)
     path.write_text(f"""
 proxy:
   default_upstream: monolith

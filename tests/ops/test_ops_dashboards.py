@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from gql_demo import copy_databases, demo_template, running_demo  # noqa: F401  (fixture)
+from gql_demo import backends_yaml, copy_databases, demo_template, running_demo, upstreams_yaml  # noqa: F401  (fixture)
 from prometheus_client.parser import text_string_to_metric_families
 
 from extracted_services.common.registry import service_spec
@@ -214,8 +214,7 @@ def series_names(text: str) -> tuple[set[str], set[str]]:
 
 
 def config_text(ports: dict[str, int]) -> str:
-    ups = "\n".join(f'  {n}: {{url: "http://127.0.0.1:{p}"}}' for n, p in ports.items())
-    backends = "\n".join(f"    {n}: {{upstream: {n}}}" for n in ports)
+    ups, backends = upstreams_yaml(ports), backends_yaml(ports)
     return f"""
 proxy:
   default_upstream: monolith

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import typer
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner, Result
 
 from strangler_proxy.cli import traffic_commands
 from strangler_proxy.stack.har import Replay, parse_har
 from strangler_proxy.stack.traffic import TrafficSummary, run_schedule, traffic_client
 from tests.stack.harfiles import BROWSER_VISIT, OTHER_HOSTS, READS, VOTE_BODY, WRITES, entry, har
+from tests.stack.loopback import serving
 
 # What any client library adds on its own and a replay cannot avoid: the target's
 # Host, the body's length, and keep-alive.
@@ -77,12 +77,8 @@ def recording_app(rec: Recorder) -> web.Application:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Recorder, str]]:
     rec = Recorder()
-    server = TestServer(recording_app(rec), host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield rec, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serving(recording_app(rec)) as url:
+        yield rec, url
 
 
 async def _replay(url: str, replay: Replay, concurrency: int = 8) -> TrafficSummary:

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from legacy_monolith.traffic_plan import EXPECTED_STATUSES, Catalogue, Kind, TrafficPlan, discover_titles
 from strangler_proxy.cli import traffic_commands
 from strangler_proxy.stack.traffic import TrafficOptions, run_traffic
+from tests.stack.loopback import serving
 
 TITLES = 50
 
@@ -77,12 +78,8 @@ def catalogue_app(rec: Recorder) -> web.Application:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Recorder, str]]:
     rec = Recorder()
-    server = TestServer(catalogue_app(rec), host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield rec, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serving(catalogue_app(rec)) as url:
+        yield rec, url
 
 
 def _client(url: str, concurrency: int = 8, timeout: float = 5.0) -> httpx.AsyncClient:
