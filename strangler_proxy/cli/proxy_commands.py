@@ -25,9 +25,10 @@ from rich.table import Table
 from rich.text import Text
 
 from strangler_proxy.cli.common import one_line
-from strangler_proxy.config import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_PORT, StranglerConfig, load_config
+from strangler_proxy.config import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_PORT, Mode, StranglerConfig, load_config
 from strangler_proxy.control.switch_rules import audit_name
 from strangler_proxy.errors import ConfigErrors, StranglerError
+from strangler_proxy.routing.router import RouteState
 
 DEFAULT_CONFIG = "strangler.yaml"
 ADMIN_URL_ENV = "STRANGLER_ADMIN_URL"
@@ -153,12 +154,9 @@ def reading_answer(what: str) -> Iterator[None]:
               f"({exc.__class__.__name__}: {one_line(str(exc), 80)}): are the CLI and the proxy the same version?")
 
 
-def _pct(value: float) -> str:
-    return f"{value:g}%"
-
-
 def _state(mode: str, percent: float) -> str:
-    return f"{mode} {_pct(percent)}" if mode == "canary" else mode
+    # Audit rows of upstream switches carry zones where flips carry modes: only a canary has a percent.
+    return RouteState(Mode.CANARY, percent).text() if mode == Mode.CANARY.value else mode
 
 
 def _routes_table(routes: list[dict[str, Any]]) -> Table:

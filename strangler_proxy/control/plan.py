@@ -47,7 +47,7 @@ from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.control.config_view import config_view
 from strangler_proxy.control.precedence import file_value, is_field, reconcile
 from strangler_proxy.control.state_store import StoredOverride
-from strangler_proxy.routing.router import RouteTable
+from strangler_proxy.routing.router import RouteState, RouteTable
 
 Kind = Literal["route", "field"]
 Source = Literal["file", "flip"]
@@ -80,7 +80,7 @@ class State:
 
     def text(self) -> str:
         """``canary 25% (flip by ops)``, ``shadow (file)``; the percent only where it means something."""
-        mode = f"canary {self.percent:g}%" if self.mode is Mode.CANARY else self.mode.value
+        mode = RouteState(self.mode, self.percent).text()
         who = f" by {self.flipped_by}" if self.source == "flip" and self.flipped_by else ""
         return f"{mode} ({self.source}{who})"
 

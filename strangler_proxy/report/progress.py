@@ -50,6 +50,7 @@ from typing import Literal
 from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.control.readiness import Readiness
 from strangler_proxy.diff.keys import KeyKind, configured_for_key, configured_keys, key_kind
+from strangler_proxy.routing.router import RouteState
 from strangler_proxy.store.counts import VerdictCounts
 from strangler_proxy.store.queries import TimePoint
 
@@ -127,7 +128,7 @@ class KeyState:
     source: str
 
     def text(self) -> str:
-        mode = f"canary {self.percent:g}%" if self.mode is Mode.CANARY else self.mode.value
+        mode = RouteState(self.mode, self.percent).text()
         return f"{mode} (flip)" if self.source == "flip" else mode
 
 

@@ -46,10 +46,18 @@ from strangler_proxy.routing.canary import KeyExtractor, key_extractor
 
 @dataclass(frozen=True, slots=True)
 class RouteState:
-    """A runtime override of a route's mode/percent (from flips)."""
+    """A route's or field's mode/percent (a runtime flip's, or the file's).
+
+        >>> RouteState(Mode.CANARY, 25.0).text(), RouteState(Mode.SHADOW, 0.0).text()
+        ('canary 25%', 'shadow')
+    """
 
     mode: Mode
     percent: float
+
+    def text(self) -> str:
+        """How every report and command writes it: the percent only where it means something."""
+        return f"canary {self.percent:g}%" if self.mode is Mode.CANARY else self.mode.value
 
 
 _LITERAL, _VAR, _TAIL = 0, 1, 2

@@ -169,3 +169,11 @@ def test_routes_and_graphql_fields_split_one_key_the_same_way() -> None:
     keys = [f"tt{i:07d}" for i in range(2000)]
     assert [serves_target(k, 30) for k in keys] == [in_canary(rule, k) for k in keys]
     assert 20 < sum(serves_target(k, 30) for k in keys) / 20 < 40
+
+
+def test_a_state_reads_the_same_everywhere() -> None:
+    import doctest
+
+    from strangler_proxy.routing import router
+
+    assert doctest.testmod(router).attempted > 0 and doctest.testmod(router).failed == 0
