@@ -244,8 +244,11 @@ class UpstreamConfig(_Frozen):
 
     @model_validator(mode="after")
     def _one_way(self, info: ValidationInfo) -> UpstreamConfig:
-        if (self.url is None) == (not self.endpoints):
-            raise ValueError("give url (one endpoint) or endpoints (several), not both and not neither")
+        if self.url is not None and self.endpoints:
+            raise ValueError("give url (one endpoint) or endpoints (several), not both")
+        # Neither: the cells give it (load_config_text checks, at the upstream's line).
+        if self.url is None and not self.endpoints and not (info.context or {}).get("defer_references"):
+            raise ValueError("give url (one endpoint) or endpoints (several)")
         # load_config_text reports these itself, at the line of the endpoint concerned.
         if not (info.context or {}).get("defer_references") and (problems := self.endpoint_problems()):
             raise ValueError("; ".join(f"{field_name(loc)}: {msg}" for loc, msg in problems))
@@ -580,6 +583,110 @@ class StackConfig(_Frozen):
         return _object_ref(v)
 
 
+_CELL_NAME = r"[a-z0-9][a-z0-9_\-]*"
+# Between a route's (or field's) name and a cell's in every per-cell name: the
+# flip "ratings@eu-1", its audit rows and results, the upstream "ratings@eu-1".
+CELL_SEP = "@"
+
+
+class CellUpstream(_Frozen):
+    """Where one upstream of a cell listens: ``url`` (one endpoint) or ``endpoints``;
+    every other setting (timeouts, health, retries, headers) is the upstream's own."""
+
+    url: str | None = None
+    endpoints: tuple[EndpointConfig, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"url": v} if isinstance(v, str) else v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CellUpstream:
+        if (self.url is None) == (not self.endpoints):
+            raise ValueError("give a URL, or endpoints (several), not both and not neither")
+        return self
+
+
+class CellConfig(_Frozen):
+    """One cell: a complete, isolated copy of the stack (docs/cells.md)."""
+
+    name: str = Field(pattern=rf"^{_CELL_NAME}$")
+    weight: float = Field(default=1.0, ge=0, le=1000)  # share of the keys (0: only its pins)
+    upstreams: dict[str, CellUpstream] = Field(default_factory=dict)  # upstream name -> this cell's copy
+
+
+class CellsConfig(_Frozen):
+    """Partition-key routing: every request goes to one cell (docs/cells.md)."""
+
+    partition_key: str  # header:X-Tenant, path:NAME, query:NAME, cookie:NAME; GraphQL also arg:NAME
+    # A request without a key: "refuse" (400, never forwarded) or the name of the cell that takes it.
+    unkeyed: str = "refuse"
+    pins: dict[str, str] = Field(default_factory=dict)  # key -> cell, e.g. a large tenant on its own cell
+    cells: tuple[CellConfig, ...] = Field(min_length=1)
+
+    @field_validator("partition_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not _PARTITION_RE.match(v) or v.startswith("key:"):
+            raise ValueError("must be header:NAME, path:NAME, query:NAME, cookie:NAME or (GraphQL) arg:NAME")
+        return v
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cells)
+
+    def problems(self, config: StranglerConfig) -> list[tuple[tuple[Any, ...], str]]:
+        """Cells that cannot serve what the file routes, located at their lines."""
+        problems: list[tuple[tuple[Any, ...], str]] = []
+        names = self.names
+        first: dict[str, int] = {}
+        for i, cell in enumerate(self.cells):
+            if cell.name in first:
+                problems.append((("cells", "cells", i, "name"), f"{cell.name!r} is used by cells[{first[cell.name]}]"))
+            first.setdefault(cell.name, i)
+        if sum(c.weight for c in self.cells) <= 0:
+            problems.append((("cells", "cells"), "the weights add up to 0: no cell would take a key"))
+        needed = config.cell_upstreams_needed()
+        for i, cell in enumerate(self.cells):
+            for name in cell.upstreams:
+                if name not in config.upstreams:
+                    problems.append((("cells", "cells", i, "upstreams", name),
+                                     f"{name!r} is not an upstream (known: {sorted(config.upstreams)})"))
+            missing = sorted(needed - set(cell.upstreams))
+            if missing:
+                problems.append((("cells", "cells", i, "upstreams"),
+                                 f"cell {cell.name!r} has no URL for {', '.join(missing)} (its routes need "
+                                 "every upstream in every cell)"))
+        for key, cell_name in self.pins.items():
+            if cell_name not in names:
+                problems.append((("cells", "pins", key), f"{cell_name!r} is not a cell (known: {list(names)})"))
+        if self.unkeyed != "refuse" and self.unkeyed not in names:
+            problems.append((("cells", "unkeyed"), f"{self.unkeyed!r}: 'refuse' or a cell (known: {list(names)})"))
+        return problems
+
+
+def expand_cells(config: StranglerConfig) -> StranglerConfig:
+    """``config`` with each cell's copy of an upstream as an upstream of its own,
+    named ``NAME@CELL`` (its pools, health, switches and metrics are that cell's
+    alone); the upstreams the cells give replace the file's shared entries."""
+    cells = config.cells
+    if cells is None:
+        return config
+    given = {name for cell in cells.cells for name in cell.upstreams}
+    upstreams = {name: up for name, up in config.upstreams.items() if name not in given}
+    for cell in cells.cells:
+        for name, where in cell.upstreams.items():
+            upstreams[f"{name}{CELL_SEP}{cell.name}"] = config.upstreams[name].model_copy(
+                update={"url": where.url, "endpoints": where.endpoints})
+    return config.model_copy(update={"upstreams": upstreams})
+
+
 class StranglerConfig(_Frozen):
     version: Literal[1] = 1
     proxy: ProxySettings = ProxySettings()
@@ -593,6 +700,7 @@ class StranglerConfig(_Frozen):
     routes: tuple[RouteConfig, ...] = ()
     graphql: GraphQLConfig = GraphQLConfig()
     stack: StackConfig = StackConfig()
+    cells: CellsConfig | None = None
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> StranglerConfig:
@@ -632,6 +740,13 @@ class StranglerConfig(_Frozen):
                         f"{f.target!r} is not a graphql backend (known: {sorted(self.graphql.backends)})",
                     )
                 )
+        if self.cells is not None:
+            problems.extend(self.cells.problems(self))
+        given = {name for cell in self.cells.cells for name in cell.upstreams} if self.cells else set()
+        for name, up in self.upstreams.items():
+            if up.url is None and not up.endpoints and name not in given:
+                problems.append((("upstreams", name), "give url (one endpoint) or endpoints (several); only an "
+                                                      "upstream every cell gives may leave both out"))
         names: set[str] = set()
         for i, a in enumerate(self.stack.apps):
             if a.name in names or a.name in RESERVED_DATABASES:
@@ -642,6 +757,14 @@ class StranglerConfig(_Frozen):
             elif a.command is not None and self.stack_upstream(a) is None:
                 problems.append((("stack", "apps", i, "upstream"), "a command needs an upstream: where it listens"))
         return problems
+
+    def cell_upstreams_needed(self) -> set[str]:
+        """The upstreams a request may be sent to: the default, every route's, every GraphQL backend's."""
+        needed = {self.proxy.default_upstream}
+        for r in self.routes:
+            needed.update(u for u in (r.legacy, r.target) if u is not None)
+        needed.update(b.upstream for b in self.graphql.backends.values())
+        return needed & set(self.upstreams)
 
     def stack_upstream(self, app: StackApp) -> UpstreamConfig | None:
         """The upstream whose URL says where ``app`` listens (its own, else the one of its name)."""
@@ -709,7 +832,7 @@ def load_config_text(text: str, *, file: str = "<string>") -> StranglerConfig:
         raise ConfigErrors(
             [ConfigError(msg, file=file, line=line_for(loc, lines), field=field_name(loc)) for loc, msg in problems]
         )
-    return config
+    return expand_cells(config)
 
 
 def load_config(path: str | os.PathLike[str]) -> StranglerConfig:

@@ -11,7 +11,7 @@ children are created once per label set and cached in plain dicts.
     >>> m = ProxyMetrics()
     >>> m.request("r", "legacy", "legacy", 200, 0.001)
     >>> m.registry.get_sample_value("strangler_proxy_requests_total",
-    ...     {"route": "r", "mode": "legacy", "upstream": "legacy", "status": "200"})
+    ...     {"route": "r", "mode": "legacy", "upstream": "legacy", "status": "200", "cell": ""})
     1.0
 """
 
@@ -115,12 +115,13 @@ class ProxyMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests_total = Counter(
-            "strangler_proxy_requests", "Client requests by route, mode, serving upstream and status",
-            ("route", "mode", "upstream", "status"), registry=r,
+            "strangler_proxy_requests", "Client requests by route, mode, serving upstream, status and cell "
+            "(empty without cells)",
+            ("route", "mode", "upstream", "status", "cell"), registry=r,
         )
         self.client_latency = Histogram(
-            "strangler_proxy_client_latency_seconds", "Time from request to last response byte, per route",
-            ("route",), buckets=LATENCY_BUCKETS, registry=r,
+            "strangler_proxy_client_latency_seconds", "Time from request to last response byte, per route and cell",
+            ("route", "cell"), buckets=LATENCY_BUCKETS, registry=r,
         )
         self.upstream_latency = Histogram(
             "strangler_proxy_upstream_latency_seconds",
@@ -188,21 +189,22 @@ class ProxyMetrics:
         )
         self._endpoints: _EndpointCollector | None = None
 
-        self._req: dict[tuple[str, str, str, int], Any] = {}
-        self._client: dict[str, Any] = {}
+        self._req: dict[tuple[str, str, str, int, str], Any] = {}
+        self._client: dict[tuple[str, str], Any] = {}
         self._upstream: dict[tuple[str, str, str], Any] = {}
         self._simple: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     # ------------------------------------------------------------ hot path
-    def request(self, route: str, mode: str, upstream: str, status: int, duration_s: float) -> None:
-        key = (route, mode, upstream, status)
+    def request(self, route: str, mode: str, upstream: str, status: int, duration_s: float, cell: str = "") -> None:
+        """One client request; ``cell`` is one of the configured cells (bounded), or empty."""
+        key = (route, mode, upstream, status, cell)
         child = self._req.get(key)
         if child is None:
-            child = self._req[key] = self.requests_total.labels(route, mode, upstream, str(status))
+            child = self._req[key] = self.requests_total.labels(route, mode, upstream, str(status), cell)
         child.inc()
-        hist = self._client.get(route)
+        hist = self._client.get((route, cell))
         if hist is None:
-            hist = self._client[route] = self.client_latency.labels(route)
+            hist = self._client[(route, cell)] = self.client_latency.labels(route, cell)
         hist.observe(duration_s)
 
     def upstream(self, route: str, side: str, path: str, latency_s: float) -> None:

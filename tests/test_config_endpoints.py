@@ -71,8 +71,8 @@ def upstream(body: str) -> str:
                      "s.yaml:2: upstreams.legacy: give url (one endpoint) or endpoints (several), not both",
                      id="url-and-endpoints"),
         pytest.param(upstream("    timeout_s: 3\n"),
-                     "s.yaml:2: upstreams.legacy: give url (one endpoint) or endpoints (several), not both and not "
-                     "neither", id="neither"),
+                     "s.yaml:2: upstreams.legacy: give url (one endpoint) or endpoints (several); only an upstream "
+                     "every cell gives may leave both out", id="neither"),
         pytest.param(upstream("    endpoints: []\n"), "s.yaml:2: upstreams.legacy: give url", id="no-endpoints"),
         pytest.param(upstream('    url: "http://127.0.0.1:8001"\n    headers: {remove: [Content-Length]}\n'),
                      "s.yaml:4: upstreams.legacy.headers.remove: Content-Length is the proxy's to set", id="framing"),

@@ -41,7 +41,8 @@ from strangler_proxy.control.replicas import ReplicaPoller
 from strangler_proxy.control.state_store import AuditDraft, AuditEntry, StateStore, StoredOverride
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.errors import FlipError, StoreError
-from strangler_proxy.routing.router import RouteState, RouteTable
+from strangler_proxy.routing.cells import Tables, build_tables, split_scoped
+from strangler_proxy.routing.router import RouteState
 
 log = logging.getLogger("strangler.flips")
 
@@ -168,7 +169,11 @@ class FlipService:
         return self._stored.get(name)
 
     def state(self, name: str) -> RouteState | None:
-        """The effective mode/percent of a route or field (override, else file); None if unknown."""
+        """The effective mode/percent of a route or field (override, else file); None if unknown.
+        A per-cell name (``ratings@eu-1``) without an override of its own follows the route's."""
+        base, cell = split_scoped(name)
+        if cell is not None and name not in self._stored:
+            return self.state(base) if file_value(self.config, name) is not None else None
         return effective(self.config, name, self._stored.get(name))
 
     def field_state(self, name: str) -> RouteState | None:
@@ -241,18 +246,29 @@ class FlipService:
         config = self.config
         fv = file_value(config, name)
         if fv is None:
+            base, cell = split_scoped(name)
+            if cell is not None and file_value(config, base) is not None:
+                cells = ", ".join(config.cells.names) if config.cells else "none: the file has no cells: section"
+                raise FlipError(f"no such cell {cell!r} (cells: {cells})", route=name)
             known = [r.name for r in config.routes] + list(config.graphql.fields)
             raise FlipError(f"no such route or field (known: {', '.join(known) or 'none'})", route=name)
         mode = _parse_mode(mode_in, name)
         current = self.state(name)
         assert current is not None
+        base, cell = split_scoped(name)
+        # What the name follows without an override: a cell follows its route, a route its file.
+        inherited = fv
+        if cell is not None:
+            followed = self.state(base)
+            assert followed is not None
+            inherited = (followed.mode, followed.percent)
         if only_if is not None and (current.mode, current.percent) != (only_if.mode, only_if.percent):
             raise FlipError(
                 f"state changed meanwhile (now {current.mode.value} {current.percent:g}%); not applied", route=name
             )
-        percent = flip_percent(name, mode, percent_in, current, fv)
+        percent = flip_percent(name, mode, percent_in, current, inherited)
         if not is_field(name):
-            rc = config.route(name)
+            rc = config.route(base)
             if rc is not None and mode is not Mode.LEGACY and not rc.target:
                 raise FlipError(f"mode {mode.value!r} needs a 'target' upstream in strangler.yaml", route=name)
         outcome = FlipOutcome(
@@ -265,7 +281,7 @@ class FlipService:
             who=who,
             reason=reason,
             kind=kind,
-            overridden=(mode, percent) != fv,
+            overridden=(mode, percent) != inherited,
         )
         if not outcome.changed:
             return outcome
@@ -384,8 +400,8 @@ class FlipService:
     def _route_overrides(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> dict[str, RouteState]:
         return route_overrides(config, stored)
 
-    def _route_table(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> RouteTable:
-        return RouteTable.build(config, self._route_overrides(config, stored))
+    def _route_table(self, config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> Tables:
+        return build_tables(config, self._route_overrides(config, stored))
 
     def _apply(self, config: StranglerConfig) -> None:
         """Swap the runtime's table; an override this config cannot take is skipped and logged."""

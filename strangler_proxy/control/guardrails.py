@@ -50,6 +50,7 @@ from strangler_proxy.control.flips import ACTIVE_MODES, KIND_PROMOTION, KIND_ROL
 from strangler_proxy.control.precedence import is_field
 from strangler_proxy.diff.result import GRAPHQL_KEY_PREFIX, ShadowResult, Verdict
 from strangler_proxy.errors import FlipError, StranglerError
+from strangler_proxy.routing.cells import split_scoped
 
 log = logging.getLogger("strangler.guardrails")
 
@@ -281,6 +282,7 @@ class Guardrails:
 
     def _config(self, name: str) -> GuardrailConfig | None:
         config = self.flips.config
+        name = split_scoped(name)[0]  # a cell's window follows its route's (or field's) rules
         if is_field(name):
             fc = config.graphql.fields.get(name)
             return config.guardrails_for(fc) if fc is not None else None

@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace  # noqa: F401 -- replace is used by t
 from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.control.state_store import StoredOverride
 from strangler_proxy.errors import FlipError
-from strangler_proxy.routing.router import RouteState, RouteTable
+from strangler_proxy.routing.cells import build_tables, split_scoped
+from strangler_proxy.routing.router import RouteState
 
 FileValue = tuple[Mode, float]
 
@@ -38,7 +39,11 @@ def is_field(name: str) -> bool:
 
 
 def file_value(config: StranglerConfig, name: str) -> FileValue | None:
-    """What ``strangler.yaml`` says for a route or field, or None if it is not there."""
+    """What ``strangler.yaml`` says for a route or field, or None if it is not there.
+    A per-cell name (``ratings@eu-1``) has its route's value while the cell exists."""
+    base, cell = split_scoped(name)
+    if cell is not None:
+        return file_value(config, base) if config.cells is not None and cell in config.cells.names else None
     if is_field(name):
         fc = config.graphql.fields.get(name)
         return (fc.mode, float(fc.percent)) if fc is not None else None
@@ -71,8 +76,10 @@ def stale_override(config: StranglerConfig, name: str, override: StoredOverride)
 
 
 def route_overrides(config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> dict[str, RouteState]:
-    """The overrides of ``stored`` that are routes of ``config``, as the route table takes them."""
-    return {n: override_state(o) for n, o in stored.items() if not is_field(n) and config.route(n) is not None}
+    """The overrides of ``stored`` that are routes of ``config`` (``route@cell`` for one cell
+    included), as :func:`build_tables` takes them."""
+    return {n: override_state(o) for n, o in stored.items()
+            if not is_field(n) and file_value(config, n) is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +96,7 @@ def reconcile(config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> 
     one (:func:`stale_override`) is dropped, and so is one the new file makes
     impossible (say, its target is gone) -- found by building the route table.
 
-    Raises what :meth:`RouteTable.build` raises for the file itself (a bad template):
+    Raises what :func:`build_tables` raises for the file itself (a bad template):
     such a file is refused whole. The flip service applies the answer; ``strangler
     plan`` shows it before the file is saved.
     """
@@ -102,7 +109,7 @@ def reconcile(config: StranglerConfig, stored: Mapping[str, StoredOverride]) -> 
             del kept[name]
     while True:
         try:
-            RouteTable.build(config, route_overrides(config, kept))
+            build_tables(config, route_overrides(config, kept))
             return Reconciled(kept, tuple(dropped))
         except FlipError as exc:
             o = kept.pop(exc.route, None) if exc.route else None

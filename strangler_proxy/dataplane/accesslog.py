@@ -56,6 +56,7 @@ class AccessLog:
         duration_s: float,
         fallback: bool = False,
         error: str | None = None,
+        cell: str | None = None,
     ) -> None:
         logger = self._logger
         if not self.enabled or not logger.isEnabledFor(logging.INFO):
@@ -70,6 +71,8 @@ class AccessLog:
             "status": status,
             "duration_ms": round(duration_s * 1000.0, 3),
         }
+        if cell is not None:
+            line["cell"] = cell
         if fallback:
             line["fallback"] = True
         if error is not None:

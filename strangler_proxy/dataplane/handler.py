@@ -49,6 +49,7 @@ from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.graphql.gateway import GraphQLGateway
 from strangler_proxy.headers import DRY_RUN_HEADER, FALLBACK_HEADER, SERVED_BY_HEADER, SHADOW_HEADER
 from strangler_proxy.routing.canary import serves_target
+from strangler_proxy.routing.cells import scoped
 from strangler_proxy.routing.methods import SAFE_METHODS
 from strangler_proxy.routing.router import Route
 
@@ -156,18 +157,29 @@ class ProxyHandler:
             return await self._serve_graphql(request, self.graphql, snap.config, start)
         route = snap.table.match(method, path, request.headers)
 
+        # ---- the cell: its own copy of every upstream, and its own modes
+        cell: str | None = None
+        cells = snap.cells
+        if cells is not None:
+            pvars = route.bind(path) if route is not None and cells.kind == "path" else {}
+            cell = cells.assign(cells.key(pvars, request.headers, query))
+            if cell is None:
+                return self._unkeyed(request, route, cells.spec, start)
+            if route is not None:
+                route = snap.tables.for_cell(cell).get(route.name) or route
+
         # ---- choose the side that serves, and whether to mirror
         if route is None:
             name, mode = DEFAULT_ROUTE, "legacy"
             served = await self._forward(request, snap.config, snap.config.proxy.default_upstream, "legacy",
-                                         method, path, query, None, None)
+                                         method, path, query, None, None, cell)
         else:
             name, mode = route.name, route.mode.value
-            served = await self._serve_route(request, snap.config, route, method, path, query)
+            served = await self._serve_route(request, snap.config, route, method, path, query, cell)
 
         # ---- book-keeping (the client already has its response)
         duration = time.perf_counter() - start
-        runtime.metrics.request(name, mode, served.upstream, served.status, duration)
+        runtime.metrics.request(name, mode, served.upstream, served.status, duration, cell or "")
         counters = runtime.counters(name)
         counters.requests += 1
         if served.side == "legacy":
@@ -177,9 +189,23 @@ class ProxyHandler:
         if served.error is not None or served.status >= 500:
             counters.errors += 1
         runtime.access_log.emit(route and route.name, mode, served.upstream, method, request.raw_path,
-                                served.status, duration, served.fallback, served.error)
+                                served.status, duration, served.fallback, served.error, cell)
         assert served.response is not None
         return served.response
+
+    def _unkeyed(self, request: BaseRequest, route: Route | None, spec: str, start: float) -> web.Response:
+        """A request without a partition key while cells.unkeyed is "refuse": 400, never forwarded."""
+        body = orjson.dumps({
+            "type": "about:blank", "title": "Bad Request", "status": 400,
+            "detail": f"the request has no partition key ({spec}): every request must name its cell's key",
+        })
+        name = route.name if route is not None else DEFAULT_ROUTE
+        runtime = self.runtime
+        duration = time.perf_counter() - start
+        runtime.metrics.request(name, "refused", "", 400, duration)
+        runtime.access_log.emit(route and route.name, "refused", "", request.method, request.raw_path, 400,
+                                duration, False, "no-partition-key")
+        return web.Response(status=400, body=body, content_type="application/problem+json")
 
     async def _serve_graphql(self, request: BaseRequest, gateway: GraphQLGateway, config: StranglerConfig,
                              start: float) -> web.StreamResponse:
@@ -195,60 +221,63 @@ class ProxyHandler:
         return response
 
     async def _serve_route(
-        self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str
+        self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str,
+        cell: str | None,
     ) -> _Served:
         mode = route.mode
         if mode is Mode.LEGACY:
-            return await self._forward(request, config, route.legacy, "legacy", method, path, query, route, None)
+            return await self._forward(request, config, route.legacy, "legacy", method, path, query, route, None, cell)
         if mode is Mode.CANARY:
             key = route.partition_key(path, request.headers, query)
             if serves_target(key, route.percent):
-                return await self._serve_target(request, config, route, method, path, query, mirror=False)
-            return await self._serve_legacy_shadowed(request, config, route, method, path, query, key)
+                return await self._serve_target(request, config, route, method, path, query, cell, mirror=False)
+            return await self._serve_legacy_shadowed(request, config, route, method, path, query, cell, key)
         if mode is Mode.SHADOW:
             key = route.partition_key(path, request.headers, query) if route.partition else None
-            return await self._serve_legacy_shadowed(request, config, route, method, path, query, key)
-        return await self._serve_target(request, config, route, method, path, query, mirror=route.config.reverse_shadow)
+            return await self._serve_legacy_shadowed(request, config, route, method, path, query, cell, key)
+        return await self._serve_target(request, config, route, method, path, query, cell,
+                                        mirror=route.config.reverse_shadow)
 
     async def _serve_legacy_shadowed(
         self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str,
-        key: str | None,
+        cell: str | None, key: str | None,
     ) -> _Served:
-        tee = self._shadow_tee(request, route, method)
-        served = await self._forward(request, config, route.legacy, "legacy", method, path, query, route, tee)
+        tee = self._shadow_tee(request, route, method, cell)
+        served = await self._forward(request, config, route.legacy, "legacy", method, path, query, route, tee, cell)
         if tee is not None:
-            self._submit(request, route, served, tee, route.target or "", route.target_path(path), path, query, key)
+            self._submit(request, route, served, tee, route.target or "", route.target_path(path), path, query, key,
+                         cell)
         return served
 
     async def _serve_target(
         self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str,
-        *, mirror: bool,
+        cell: str | None, *, mirror: bool,
     ) -> _Served:
         assert route.target is not None
         target_path = route.target_path(path)
-        tee = self._shadow_tee(request, route, method) if mirror else None
+        tee = self._shadow_tee(request, route, method, cell) if mirror else None
         can_fall_back = route.config.fallback and method in SAFE_METHODS and not request.body_exists
         served = await self._forward(request, config, route.target, "target", method, target_path, query, route, tee,
-                                     fallback=can_fall_back)
+                                     cell, fallback=can_fall_back)
         # A reverse shadow compares the target's answer -- but only a complete one
         # that was not replaced by a fallback. Anything else is recorded here, so
         # the guardrails see every failure of the target, mirrored or not.
         compared = tee is not None and not served.fallback and served.body is not None and served.error is None
         if not compared:
-            self.shadow.served(route.name, route.mode.value, method, request.raw_path,
+            self.shadow.served(scoped(route.name, cell), route.mode.value, method, request.raw_path,
                                served.status or None, served.latency_s,
                                served.error if served.error != "client-disconnected" else None)
         if served.fallback:
             served = await self._forward(request, config, route.legacy, "legacy", method, path, query, route, None,
-                                         mark_fallback=True)
+                                         cell, mark_fallback=True)
             self.runtime.counters(route.name).fallbacks += 1
             self.runtime.metrics.inc(self.runtime.metrics.fallbacks, route.name)
         elif tee is not None:
-            self._submit(request, route, served, tee, route.legacy, path, target_path, query, None)
+            self._submit(request, route, served, tee, route.legacy, path, target_path, query, None, cell)
         return served
 
     # ------------------------------------------------------------ shadow hand-off
-    def _shadow_tee(self, request: BaseRequest, route: Route, method: str) -> _Tee | None:
+    def _shadow_tee(self, request: BaseRequest, route: Route, method: str, cell: str | None) -> _Tee | None:
         """A tee when this request is to be mirrored, else None (skips are recorded)."""
         if method not in SAFE_METHODS and route.config.shadow_writes != "dry-run":
             return None
@@ -257,18 +286,19 @@ class ProxyHandler:
         limit = self.shadow.settings.body_limit
         length = request.content_length
         if length is not None and length > limit:
-            self.shadow.skip(route.name, route.mode.value, method, request.raw_path, SKIP_BODY_TOO_LARGE)
+            self.shadow.skip(scoped(route.name, cell), route.mode.value, method, request.raw_path, SKIP_BODY_TOO_LARGE)
             return None
         return _Tee(limit)
 
     def _submit(
         self, request: BaseRequest, route: Route, served: _Served, tee: _Tee, mirror_upstream: str,
-        mirror_path: str, served_path: str, query: str, key: str | None,
+        mirror_path: str, served_path: str, query: str, key: str | None, cell: str | None,
     ) -> None:
         if served.body is None or served.error == "client-disconnected":
             return  # no complete exchange to compare with
+        name = scoped(route.name, cell)  # a cell's results are its own: guardrails and reports per cell
         if tee.over:
-            self.shadow.skip(route.name, route.mode.value, request.method, request.raw_path, SKIP_BODY_TOO_LARGE)
+            self.shadow.skip(name, route.mode.value, request.method, request.raw_path, SKIP_BODY_TOO_LARGE)
             return
         body = bytes(tee.buf) if request.body_exists else None
         served_target = served_path + ("?" + query if query else "")
@@ -287,8 +317,11 @@ class ProxyHandler:
         headers.append(SHADOW_HEADER)
         if request.method not in SAFE_METHODS:
             headers.append(DRY_RUN_HEADER)
+        cells = self.runtime.snapshot.cells
+        if cell is not None and cells is not None:
+            mirror_upstream = cells.upstream(mirror_upstream, cell)
         self.shadow.submit(ShadowJob(
-            route=route.name, mode=route.mode.value, served_by=served.side, served=exchange,
+            route=name, mode=route.mode.value, served_by=served.side, served=exchange,
             upstream=mirror_upstream, method=request.method, raw_path=mirror_path, raw_query=query,
             headers=tuple(headers), body=body, compare=route.compare, partition=key,
         ))
@@ -296,7 +329,7 @@ class ProxyHandler:
     # ------------------------------------------------------------ the upstream call
     async def _forward(
         self, request: BaseRequest, config: StranglerConfig, upstream: str, side: Side, method: str,
-        path: str, query: str, route: Route | None, tee: _Tee | None, *, fallback: bool = False,
+        path: str, query: str, route: Route | None, tee: _Tee | None, cell: str | None, *, fallback: bool = False,
         mark_fallback: bool = False,
     ) -> _Served:
         """Forward to ``upstream`` and stream its answer to the client.
@@ -304,6 +337,10 @@ class ProxyHandler:
         With ``fallback`` a connect error, timeout or 5xx is not sent to the
         client: the result has ``fallback=True`` and the caller retries legacy.
         """
+        if cell is not None:  # the cell's own copy of the upstream
+            cells = self.runtime.snapshot.cells
+            if cells is not None:
+                upstream = cells.upstream(upstream, cell)
         served = _Served(upstream, side)
         served.fallback = mark_fallback
         client = self.upstreams.get(upstream, config.upstreams[upstream])

@@ -28,6 +28,7 @@ from strangler_proxy.dataplane.accesslog import AccessLog
 from strangler_proxy.dataplane.health import EndpointBoard
 from strangler_proxy.diff.redaction import QueryRedaction, configured_query_names
 from strangler_proxy.metrics import ProxyMetrics, RouteCounters
+from strangler_proxy.routing.cells import CellTable, Tables, build_tables
 from strangler_proxy.routing.endpoints import UpstreamSwitch
 from strangler_proxy.routing.router import RouteState, RouteTable
 
@@ -41,8 +42,15 @@ NO_SWITCHES: Switches = MappingProxyType({})
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     config: StranglerConfig
-    table: RouteTable
-    overrides: Mapping[str, RouteState]
+    table: RouteTable  # every cell's unless it has its own in tables.by_cell
+    overrides: Mapping[str, RouteState]  # by route name, and by route@cell for one cell
+    tables: Tables
+    cells: CellTable | None  # None: no cells: section
+
+    @classmethod
+    def build(cls, config: StranglerConfig, overrides: Mapping[str, RouteState]) -> Snapshot:
+        tables = build_tables(config, overrides)
+        return cls(config, tables.table, overrides, tables, CellTable.build(config.cells))
 
 
 class ProxyRuntime:
@@ -55,7 +63,7 @@ class ProxyRuntime:
 
     def __init__(self, config: StranglerConfig, overrides: Mapping[str, RouteState] | None = None) -> None:
         frozen = MappingProxyType(dict(overrides or {}))
-        self.snapshot = Snapshot(config, RouteTable.build(config, frozen), frozen)
+        self.snapshot = Snapshot.build(config, frozen)
         self.metrics = ProxyMetrics()
         self.access_log = AccessLog(config.proxy.access_log, QueryRedaction(configured_query_names(config)))
         self._counters: dict[str, RouteCounters] = {}
@@ -92,8 +100,7 @@ class ProxyRuntime:
         current = self.snapshot
         new_config = config if config is not None else current.config
         new_overrides = MappingProxyType(dict(overrides)) if overrides is not None else current.overrides
-        table = RouteTable.build(new_config, new_overrides)
-        self.snapshot = Snapshot(new_config, table, new_overrides)
+        self.snapshot = Snapshot.build(new_config, new_overrides)
         self.access_log.enabled = new_config.proxy.access_log
         if config is not None:
             self.access_log.query = QueryRedaction(configured_query_names(new_config))

@@ -10,6 +10,7 @@ from typing import Literal
 
 from strangler_proxy.config import FieldConfig, RouteConfig, StranglerConfig
 from strangler_proxy.diff.result import GRAPHQL_KEY_PREFIX
+from strangler_proxy.routing.cells import split_scoped
 
 KeyKind = Literal["route", "graphql-field"]
 
@@ -19,9 +20,11 @@ def key_kind(key: str) -> KeyKind:
 
 
 def configured_for_key(config: StranglerConfig | None, key: str) -> RouteConfig | FieldConfig | None:
-    """The route or field a key belongs to, if the config still has it."""
+    """The route or field a key belongs to (a per-cell key, ``ratings@eu-1``, its route's),
+    if the config still has it."""
     if config is None:
         return None
+    key = split_scoped(key)[0]
     if key.startswith(GRAPHQL_KEY_PREFIX):
         return config.graphql.fields.get(key[len(GRAPHQL_KEY_PREFIX) :])
     return config.route(key)

@@ -208,8 +208,8 @@ async def test_metrics_and_access_log(make_proxy: MakeProxy, caplog) -> None:  #
     assert lines[0]["duration_ms"] > 0
     reg = proxy.runtime.registry
     assert reg.get_sample_value("strangler_proxy_requests_total",
-                                {"route": "ratings", "mode": "shadow", "upstream": "legacy", "status": "200"}) == 1
+                                {"route": "ratings", "mode": "shadow", "upstream": "legacy", "status": "200", "cell": ""}) == 1
     assert reg.get_sample_value("strangler_proxy_requests_total",
-                                {"route": "_default", "mode": "legacy", "upstream": "legacy", "status": "200"}) == 1
+                                {"route": "_default", "mode": "legacy", "upstream": "legacy", "status": "200", "cell": ""}) == 1
     await proxy.shadow.drain()
     assert reg.get_sample_value("strangler_shadow_verdicts_total", {"route": "ratings", "verdict": "mismatch"}) == 1
