@@ -68,6 +68,9 @@ def stale_override(config: StranglerConfig, name: str, override: StoredOverride)
     changed since the flip), or None when the flip still wins."""
     fv = file_value(config, name)
     if fv is None:
+        base, cell = split_scoped(name)
+        if cell is not None and file_value(config, base) is not None:
+            return f"cell {cell!r} was removed from the file; its override is dropped"
         return "removed from the file; its override is dropped"
     if (fv[0].value, fv[1]) != (override.file_mode, override.file_percent):
         return (f"the file changed it (was {override.file_mode} {override.file_percent:g}% "
