@@ -33,6 +33,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from strangler_proxy.config import UpstreamConfig
+from strangler_proxy.dataplane.upstream import ConnectFailed, ConnectTimedOut, UpstreamClosed
 from strangler_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 from strangler_proxy.headers import CONTROL_PREFIX
 from strangler_proxy.routing.methods import SAFE_METHODS
@@ -52,9 +53,6 @@ MAX_HEADERS = 128
 READ_BUFSIZE = 64 * 1024
 TIMEOUT_CEIL_THRESHOLD_S = 5.0  # aiohttp's default: timeouts above it are rounded up to whole seconds
 _NO_TIMER = TimerNoop()  # stateless: no total timeout on the serving path
-# Responses with a Content-Length up to this are read whole and sent in one
-# write (cheaper for small JSON); larger or unknown-length ones are streamed.
-SMALL_BODY = 64 * 1024
 
 Headers = list[tuple[str, str]]
 RawHeaders = tuple[tuple[bytes, bytes], ...]
@@ -145,7 +143,12 @@ def response_headers(raw: RawHeaders, connection: str | None) -> Headers:
 
 
 def translate(exc: BaseException, upstream: str) -> UpstreamError:
-    """aiohttp/OS errors -> our typed upstream errors (call inside ``except``)."""
+    """aiohttp/OS errors (and the lean connections' own) -> our typed upstream
+    errors (call inside ``except``)."""
+    if isinstance(exc, ConnectTimedOut):
+        return UpstreamTimeout("cannot connect in time", upstream=upstream)
+    if isinstance(exc, (ConnectFailed, UpstreamClosed)):
+        return UpstreamConnectError(str(exc), upstream=upstream)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return UpstreamTimeout("cannot connect in time", upstream=upstream)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
@@ -169,13 +172,15 @@ def never_sent(exc: BaseException) -> bool:
     >>> never_sent(aiohttp.ConnectionTimeoutError()), never_sent(aiohttp.ServerDisconnectedError())
     (True, False)
     """
-    return isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+    return isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectFailed))
 
 
 def reset_before_answer(exc: BaseException) -> bool:
     """The connection broke before a response head arrived (closed or reset by
     the endpoint): the request may have been received, so only a safe one may
     be sent again."""
+    if isinstance(exc, UpstreamClosed):
+        return not exc.answered
     return isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)) and not never_sent(exc)
 
 

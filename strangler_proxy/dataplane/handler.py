@@ -20,22 +20,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp.web_request import BaseRequest
 
-from strangler_proxy.config import Mode, ProxyLimits, StranglerConfig
+from strangler_proxy.config import Mode, ProxyLimits, StranglerConfig, UpstreamConfig
 from strangler_proxy.dataplane.forwarder import (
-    READ_CHUNK,
-    SMALL_BODY,
-    UPSTREAM_FAILURES,
     error_kind,
     request_headers,
     response_headers,
     translate,
 )
-from strangler_proxy.dataplane.listener import ProxyRunner, UpstreamAnswer, start_listener
+from strangler_proxy.dataplane.listener import ProxyRunner, Request, start_listener
 from strangler_proxy.dataplane.pool import Upstreams
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.dataplane.shadow import (
@@ -43,6 +38,7 @@ from strangler_proxy.dataplane.shadow import (
     ShadowDispatcher,
     ShadowJob,
 )
+from strangler_proxy.dataplane.upstream import LeanEndpointClient, LeanResponse, UpstreamClosed
 from strangler_proxy.diff.exchange import Exchange, Side
 from strangler_proxy.disclosure import may_disclose
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
@@ -55,32 +51,9 @@ from strangler_proxy.routing.router import Route
 
 DEFAULT_ROUTE = "_default"
 GRAPHQL_ROUTE = "graphql"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _Quiet(UpstreamAnswer):
-    """Keep aiohttp from adding ``Server``/``Content-Type`` the upstream did not
-    send (``Date`` is still added when missing, as RFC 9110 §6.6.1 asks)."""
-
-    _headers: Any
-
-    async def _prepare_headers(self) -> None:
-        h = self._headers
-        had_server = "Server" in h
-        had_type = "Content-Type" in h
-        await super()._prepare_headers()  # type: ignore[misc]
-        if not had_server:
-            h.popall("Server", None)
-        if not had_type:
-            h.popall("Content-Type", None)
-
-
-class _Whole(_Quiet, web.Response):
-    """A small upstream answer, sent in one write."""
-
-
-class _Streamed(_Quiet, web.StreamResponse):
-    """A large or unknown-length upstream answer, streamed chunk by chunk."""
+_PROBLEM_TYPE = [("Content-Type", "application/problem+json")]
+BRIDGE_TIMEOUT_S = 300.0
+BRIDGE_CONNECTIONS = 256
 
 
 class _Tee:
@@ -103,20 +76,18 @@ class _Tee:
             self.buf += chunk
 
 
-def problem(status: int, err: UpstreamError) -> web.Response:
+def problem(status: int, err: UpstreamError) -> bytes:
     """RFC 9457 problem body naming the upstream."""
     title = "Gateway Timeout" if status == 504 else "Bad Gateway"
-    body = orjson.dumps(
+    return orjson.dumps(
         {"type": "about:blank", "title": title, "status": status, "detail": str(err), "upstream": err.upstream}
     )
-    return web.Response(status=status, body=body, content_type="application/problem+json")
 
 
 class _Served:
     """What the served side produced (for counters, logs and the shadow pair)."""
 
-    __slots__ = ("status", "upstream", "side", "latency_s", "headers", "resp_headers", "body", "error", "fallback",
-                 "response")
+    __slots__ = ("status", "upstream", "side", "latency_s", "headers", "resp_headers", "body", "error", "fallback")
 
     def __init__(self, upstream: str, side: Side) -> None:
         self.upstream = upstream
@@ -128,11 +99,11 @@ class _Served:
         self.body: _Tee | None = None
         self.error: str | None = None
         self.fallback = False
-        self.response: web.StreamResponse | None = None
 
 
 class ProxyHandler:
-    """The data plane. Owns one endpoint pool per upstream (dataplane/pool.py)."""
+    """The data plane. Owns one endpoint pool per upstream (dataplane/pool.py),
+    whose connections are the lean ones (dataplane/upstream.py)."""
 
     def __init__(
         self, runtime: ProxyRuntime, shadow: ShadowDispatcher, graphql: GraphQLGateway | None = None
@@ -140,12 +111,16 @@ class ProxyHandler:
         self.runtime = runtime
         self.shadow = shadow
         self.graphql = graphql  # answers config.graphql.path when GraphQL is enabled
-        self.upstreams = Upstreams(runtime.endpoints)  # health shared with the shadow path's pools
+        # health shared with the shadow path's pools
+        self.upstreams = Upstreams(runtime.endpoints, client_factory=LeanEndpointClient)
+        self.graphql_bridge: GraphQLBridge | None = None
 
     async def close(self) -> None:
         await self.upstreams.close()
+        if self.graphql_bridge is not None:
+            await self.graphql_bridge.close()
 
-    async def __call__(self, request: BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request) -> None:
         start = time.perf_counter()
         runtime = self.runtime
         snap = runtime.snapshot
@@ -153,18 +128,21 @@ class ProxyHandler:
         path, _, query = request.raw_path.partition("?")
         if not path.startswith("/") and "://" in path:  # absolute-form -> origin-form
             path = "/" + path.split("://", 1)[1].partition("/")[2]
-        if self.graphql is not None and path == snap.config.graphql.path:
-            return await self._serve_graphql(request, self.graphql, snap.config, start)
-        route = snap.table.match(method, path, request.headers)
+        if self.graphql is not None and path == snap.config.graphql.path and self.graphql_bridge is not None:
+            await self._serve_graphql(request, self.graphql_bridge, start)
+            return
+        headers = request.headers
+        route = snap.table.match(method, path, headers)
 
         # ---- the cell: its own copy of every upstream, and its own modes
         cell: str | None = None
         cells = snap.cells
         if cells is not None:
             pvars = route.bind(path) if route is not None and cells.kind == "path" else {}
-            cell = cells.assign(cells.key(pvars, request.headers, query))
+            cell = cells.assign(cells.key(pvars, headers, query))
             if cell is None:
-                return self._unkeyed(request, route, cells.spec, start)
+                self._unkeyed(request, route, cells.spec, start)
+                return
             if route is not None:
                 route = snap.tables.for_cell(cell).get(route.name) or route
 
@@ -190,10 +168,8 @@ class ProxyHandler:
             counters.errors += 1
         runtime.access_log.emit(route and route.name, mode, served.upstream, method, request.raw_path,
                                 served.status, duration, served.fallback, served.error, cell)
-        assert served.response is not None
-        return served.response
 
-    def _unkeyed(self, request: BaseRequest, route: Route | None, spec: str, start: float) -> web.Response:
+    def _unkeyed(self, request: Request, route: Route | None, spec: str, start: float) -> None:
         """A request without a partition key while cells.unkeyed is "refuse": 400, never forwarded."""
         body = orjson.dumps({
             "type": "about:blank", "title": "Bad Request", "status": 400,
@@ -205,23 +181,33 @@ class ProxyHandler:
         runtime.metrics.request(name, "refused", "", 400, duration)
         runtime.access_log.emit(route and route.name, "refused", "", request.method, request.raw_path, 400,
                                 duration, False, "no-partition-key")
-        return web.Response(status=400, body=body, content_type="application/problem+json")
+        request.send(400, b"Bad Request", _PROBLEM_TYPE, body, own=True)
 
-    async def _serve_graphql(self, request: BaseRequest, gateway: GraphQLGateway, config: StranglerConfig,
-                             start: float) -> web.StreamResponse:
-        """The gateway answers; each field goes to its owner (see graphql/gateway.py)."""
-        disclose = may_disclose(config, request.headers)  # the running config's flag and tokens
-        response = await gateway.handle(request, disclose=disclose)  # type: ignore[arg-type]  # BaseRequest is enough
+    async def _serve_graphql(self, request: Request, bridge: GraphQLBridge, start: float) -> None:
+        """The gateway answers (on its aiohttp server, see :class:`GraphQLBridge`); each field goes to its owner."""
+        served = _Served(GRAPHQL_ROUTE, "legacy")
+        # The client's own headers (admin token included: the gateway decides disclosure), hop-by-hop dropped.
+        headers = response_headers(tuple(request.raw_headers), request.headers.get("Connection"))
+        body = self._request_body(request, None) if request.body is not None else None
+        try:
+            resp = await bridge.client.send(request.method, request.raw_path, "", headers, body)
+        except UpstreamError as err:  # pragma: no cover -- the bridge is in this process
+            await self._reply_problem(request, served, err)
+        except (OSError, TimeoutError) as exc:
+            await self._reply_problem(request, served, translate(exc, GRAPHQL_ROUTE))
+        else:
+            served.status = resp.status
+            out = [(k, v) for k, v in response_headers(tuple(resp.raw_headers), None) if k.lower() != "server"]
+            await self._stream(request, resp, served, out, own=True)
         duration = time.perf_counter() - start
         runtime = self.runtime
-        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, response.status, duration)
+        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, served.status, duration)
         runtime.counters(GRAPHQL_ROUTE).requests += 1
         runtime.access_log.emit(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, request.method, request.raw_path,
-                                response.status, duration, False, None)
-        return response
+                                served.status, duration, False, None)
 
     async def _serve_route(
-        self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str,
+        self, request: Request, config: StranglerConfig, route: Route, method: str, path: str, query: str,
         cell: str | None,
     ) -> _Served:
         mode = route.mode
@@ -239,7 +225,7 @@ class ProxyHandler:
                                         mirror=route.config.reverse_shadow)
 
     async def _serve_legacy_shadowed(
-        self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str,
+        self, request: Request, config: StranglerConfig, route: Route, method: str, path: str, query: str,
         cell: str | None, key: str | None,
     ) -> _Served:
         tee = self._shadow_tee(request, route, method, cell)
@@ -250,7 +236,7 @@ class ProxyHandler:
         return served
 
     async def _serve_target(
-        self, request: BaseRequest, config: StranglerConfig, route: Route, method: str, path: str, query: str,
+        self, request: Request, config: StranglerConfig, route: Route, method: str, path: str, query: str,
         cell: str | None, *, mirror: bool,
     ) -> _Served:
         assert route.target is not None
@@ -277,7 +263,7 @@ class ProxyHandler:
         return served
 
     # ------------------------------------------------------------ shadow hand-off
-    def _shadow_tee(self, request: BaseRequest, route: Route, method: str, cell: str | None) -> _Tee | None:
+    def _shadow_tee(self, request: Request, route: Route, method: str, cell: str | None) -> _Tee | None:
         """A tee when this request is to be mirrored, else None (skips are recorded)."""
         if method not in SAFE_METHODS and route.config.shadow_writes != "dry-run":
             return None
@@ -291,7 +277,7 @@ class ProxyHandler:
         return _Tee(limit)
 
     def _submit(
-        self, request: BaseRequest, route: Route, served: _Served, tee: _Tee, mirror_upstream: str,
+        self, request: Request, route: Route, served: _Served, tee: _Tee, mirror_upstream: str,
         mirror_path: str, served_path: str, query: str, key: str | None, cell: str | None,
     ) -> None:
         if served.body is None or served.error == "client-disconnected":
@@ -328,7 +314,7 @@ class ProxyHandler:
 
     # ------------------------------------------------------------ the upstream call
     async def _forward(
-        self, request: BaseRequest, config: StranglerConfig, upstream: str, side: Side, method: str,
+        self, request: Request, config: StranglerConfig, upstream: str, side: Side, method: str,
         path: str, query: str, route: Route | None, tee: _Tee | None, cell: str | None, *, fallback: bool = False,
         mark_fallback: bool = False,
     ) -> _Served:
@@ -344,13 +330,21 @@ class ProxyHandler:
         served = _Served(upstream, side)
         served.fallback = mark_fallback
         client = self.upstreams.get(upstream, config.upstreams[upstream])
-        headers = request_headers(request.raw_headers, connection=request.headers.get("Connection"),
+        headers = request_headers(request.raw_headers, connection=request.headers.get("Connection"),  # type: ignore[arg-type]
                                   client_ip=request.remote, scheme="http", keep_host=client.keep_host)
         served.headers = headers
-        body = self._request_body(request, tee) if request.body_exists else None
+        body: AsyncIterator[bytes] | bytes | None = None
+        if request.body is not None:
+            if request.body.complete:  # all in already (most bodies): one write with the head
+                request.continue_body()
+                body = request.body.whole()
+                if tee is not None:
+                    tee.add(body)
+            else:
+                body = self._request_body(request, tee)
         t0 = time.perf_counter()
         try:
-            resp = await client.send(method, path, query, headers, body)
+            resp: LeanResponse = await client.send(method, path, query, headers, body)  # type: ignore[assignment]
         except UpstreamError as err:
             served.latency_s = time.perf_counter() - t0  # how long the failure took
             return await self._failed(request, served, err, route, fallback)
@@ -363,7 +357,9 @@ class ProxyHandler:
             served.fallback = True
             return served
         served.status = resp.status
-        out_headers = response_headers(resp.raw_headers, resp.headers.get("Connection"))
+        connection = resp.header(b"connection")
+        out_headers = response_headers(tuple(resp.raw_headers),
+                                       connection.decode("latin-1") if connection is not None else None)
         if tee is not None:
             served.resp_headers = tuple(out_headers)
             served.body = _Tee(tee.limit)
@@ -371,68 +367,44 @@ class ProxyHandler:
             out_headers.append((FALLBACK_HEADER, "1"))
         if may_disclose(config, request.headers):  # one flag, one header lookup when it is not
             out_headers.append((SERVED_BY_HEADER, upstream))
-        length = resp.content_length
-        if length is not None and length <= SMALL_BODY:
-            await self._send_whole(request, resp, served, out_headers)
-        else:
-            await self._send_streamed(request, resp, served, out_headers)
+        await self._stream(request, resp, served, out_headers)
         return served
 
-    async def _send_whole(
-        self, request: BaseRequest, resp: aiohttp.ClientResponse, served: _Served, headers: Any
-    ) -> None:
-        try:
-            data = await resp.read()
-        except UPSTREAM_FAILURES as exc:
+    async def _stream(self, request: Request, resp: LeanResponse, served: _Served, headers: Any,
+                      own: bool = False) -> None:
+        """The upstream's answer to the client: its head, then its body as it arrives,
+        the upstream paused while the client's socket is full."""
+        tee = served.body
+        if request.disconnected:
             resp.close()
-            err = translate(exc, served.upstream)
-            await self._reply_problem(request, served, err)
+            served.error = "client-disconnected"
+            return
+        # The upstream's framing is its own hop: a known length is kept (its Content-Length
+        # header is end-to-end), a chunked or close-delimited body is chunked for the client.
+        length = 0 if resp.bodiless else None if resp.chunked else resp.content_length
+        request.start(resp.status, resp.reason, headers, length=length, own=own)
+        request.feeder = resp
+        try:
+            await resp.pipe(request, tee.add if tee is not None else None)
+        except (UpstreamClosed, TimeoutError, OSError):
+            if request.disconnected:
+                served.error = "client-disconnected"
+                return
+            # Headers are gone already: the only honest signal left is to cut
+            # the connection, so the client sees a truncated message.
+            served.error = "reset"
+            self.runtime.metrics.inc(self.runtime.metrics.upstream_errors, served.upstream, "reset")
+            request.abort()
             return
         finally:
-            resp.release()
-        if served.body is not None:
-            served.body.add(data)
-        out = served.response = _Whole(status=resp.status, reason=resp.reason, headers=headers, body=data)
-        try:
-            await out.prepare(request)
-            await out.write_eof()
-        except ConnectionError:
+            request.feeder = None
+        if request.disconnected:
             served.error = "client-disconnected"
-
-    async def _send_streamed(
-        self, request: BaseRequest, resp: aiohttp.ClientResponse, served: _Served, headers: Any
-    ) -> None:
-        out = served.response = _Streamed(status=resp.status, reason=resp.reason, headers=headers)
-        tee = served.body
-        content = resp.content
-        try:
-            await out.prepare(request)
-            while True:
-                try:
-                    chunk = await content.readany()
-                except UPSTREAM_FAILURES:
-                    # Headers are gone already: the only honest signal left is to cut
-                    # the connection, so the client sees a truncated message.
-                    resp.close()
-                    served.error = "reset"
-                    self.runtime.metrics.inc(self.runtime.metrics.upstream_errors, served.upstream, "reset")
-                    if request.transport is not None:
-                        request.transport.close()
-                    return
-                if not chunk:
-                    break
-                if tee is not None:
-                    tee.add(chunk)
-                await out.write(chunk)
-            await out.write_eof()
-        except ConnectionError:  # the client went away; drop the upstream connection
-            resp.close()
-            served.error = "client-disconnected"
-        finally:
-            resp.release()
+            return
+        request.end()
 
     async def _failed(
-        self, request: BaseRequest, served: _Served, err: UpstreamError, route: Route | None, fallback: bool
+        self, request: Request, served: _Served, err: UpstreamError, route: Route | None, fallback: bool
     ) -> _Served:
         self.runtime.metrics.inc(self.runtime.metrics.upstream_errors, served.upstream, error_kind(err))
         if fallback:
@@ -442,41 +414,82 @@ class ProxyHandler:
         await self._reply_problem(request, served, err)
         return served
 
-    async def _reply_problem(self, request: BaseRequest, served: _Served, err: UpstreamError) -> None:
+    async def _reply_problem(self, request: Request, served: _Served, err: UpstreamError) -> None:
         status = 504 if isinstance(err, UpstreamTimeout) else 502
         served.status = status
         served.error = error_kind(err)
         served.body = None  # nothing to compare: the upstream gave no answer
-        out = served.response = problem(status, err)
-        try:
-            await out.prepare(request)
-            await out.write_eof()
-        except ConnectionError:
+        if request.disconnected:
             served.error = "client-disconnected"
+            return
+        if request.started:  # pragma: no cover -- a failure after the head is a reset, not a problem
+            request.abort()
+            return
+        request.send(status, b"Gateway Timeout" if status == 504 else b"Bad Gateway", _PROBLEM_TYPE,
+                     problem(status, err), own=True)
 
-    async def _request_body(self, request: BaseRequest, tee: _Tee | None) -> AsyncIterator[bytes]:
+    async def _request_body(self, request: Request, tee: _Tee | None) -> AsyncIterator[bytes]:
         """Stream the client's body upstream (answering Expect: 100-continue lazily)."""
-        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
-            await request.writer.write(_CONTINUE)
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
+        request.continue_body()
+        assert request.body is not None
+        async for chunk in request.body:
             if tee is not None:
                 tee.add(chunk)
             yield chunk
 
 
+class GraphQLBridge:
+    """The GraphQL gateway's own aiohttp server on a loopback port, which the
+    lean path forwards ``graphql.path`` to: the gateway keeps its aiohttp
+    handler (query parsing, CORS, the 405s), the proxy keeps one forwarding path."""
+
+    def __init__(self, handler: ProxyHandler) -> None:
+        self.handler = handler
+        self.runner: web.ServerRunner | None = None
+        self.client: LeanEndpointClient
+
+    async def start(self, config: StranglerConfig) -> None:
+        self.runner = web.ServerRunner(web.Server(self._handle, access_log=None), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}"
+        # The gateway bounds its own backend fetches; this only bounds a gateway that hangs.
+        self.client = LeanEndpointClient(GRAPHQL_ROUTE, url, UpstreamConfig(url=url, timeout_s=BRIDGE_TIMEOUT_S,
+                                                                            max_connections=BRIDGE_CONNECTIONS))
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        gateway = self.handler.graphql
+        if gateway is None:  # pragma: no cover -- the bridge is only used while a gateway is mounted
+            return web.Response(status=503)
+        disclose = may_disclose(self.handler.runtime.config, request.headers)  # the running config's flag
+        return await gateway.handle(request, disclose=disclose)  # type: ignore[arg-type]  # BaseRequest is enough
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
 async def start_proxy(
     runtime: ProxyRuntime, shadow: ShadowDispatcher, host: str, port: int, graphql: GraphQLGateway | None = None,
-    limits: ProxyLimits | None = None,
+    limits: ProxyLimits | None = None, *, reuse_port: bool = False,
 ) -> tuple[ProxyRunner, int]:
     """Listen on host:port (0 = any free port); returns the runner and the bound port.
 
     ``limits`` (default: the runtime config's ``proxy.limits``) bound what each
     client connection may hold (listener.py). ``await runner.cleanup()`` stops
     listening and closes the upstream pools; the shadow dispatcher is
-    started/stopped by its owner.
+    started/stopped by its owner. With GraphQL enabled the gateway's bridge
+    starts too (a gateway composed later is mounted by setting ``handler.graphql``).
     """
     config = runtime.config
+    handler = ProxyHandler(runtime, shadow, graphql)
+    if graphql is not None or config.graphql.enabled:
+        handler.graphql_bridge = GraphQLBridge(handler)
+        await handler.graphql_bridge.start(config)
     return await start_listener(
-        ProxyHandler(runtime, shadow, graphql), host, port, limits or config.proxy.limits,
+        handler, host, port, limits or config.proxy.limits, reuse_port=reuse_port,
         upstream_connections=sum(u.max_connections * len(u.endpoint_list) for u in config.upstreams.values()),
     )

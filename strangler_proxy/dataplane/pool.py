@@ -50,7 +50,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -70,6 +71,24 @@ from strangler_proxy.routing.endpoints import EndpointTable, UpstreamSwitch, can
 from strangler_proxy.routing.methods import SAFE_METHODS
 
 log = logging.getLogger("strangler.endpoints")
+
+
+class EndpointSender(Protocol):
+    """One endpoint's connections, whatever carries them: aiohttp's
+    (:class:`~strangler_proxy.dataplane.forwarder.EndpointClient`, the shadow
+    path and the GraphQL gateway) or the lean ones
+    (:class:`~strangler_proxy.dataplane.upstream.LeanEndpointClient`, the
+    served path). ``send`` returns once the response head arrived; the
+    response has ``status`` and ``connection`` (None once the whole answer is
+    in, else something whose ``add_callback`` runs when it is released)."""
+
+    async def send(self, method: str, raw_path: str, raw_query: str, headers: Headers,
+                   body: AsyncIterator[bytes] | bytes | None, timeout: Any = None) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+ClientFactory = Callable[[str, str, UpstreamConfig], EndpointSender]
 
 CLOSE_GRACE_S = 30.0  # old pools of a reloaded upstream finish in-flight requests
 BUDGET_SLOTS = 10  # the retry budget's window moves in tenths
@@ -128,7 +147,8 @@ class UpstreamPool:
     __slots__ = ("name", "config", "keep_host", "header_rules", "table", "endpoints", "clients", "_board", "_cell",
                  "_switch", "_drained", "_single", "_budget", "_epoch", "_among", "_among_epoch", "_among_until")
 
-    def __init__(self, name: str, config: UpstreamConfig, board: EndpointBoard) -> None:
+    def __init__(self, name: str, config: UpstreamConfig, board: EndpointBoard,
+                 client_factory: ClientFactory = EndpointClient) -> None:
         listed = config.endpoint_list
         self.name = name
         self.config = config
@@ -139,7 +159,7 @@ class UpstreamPool:
                                          [e.priority for e in listed], [e.weight for e in listed],
                                          config.failover_threshold)
         self.endpoints: tuple[EndpointHealth, ...] = tuple(board.endpoints(name, config))
-        self.clients = tuple(EndpointClient(name, e.url, config) for e in listed)
+        self.clients = tuple(client_factory(name, e.url, config) for e in listed)
         self._board = board
         self._cell = board.cell(name)
         self._switch: UpstreamSwitch | None = None  # the switch _drained and _single were derived from
@@ -312,8 +332,9 @@ class Upstreams:
     made a pool is open.
     """
 
-    def __init__(self, board: EndpointBoard | None = None) -> None:
+    def __init__(self, board: EndpointBoard | None = None, client_factory: ClientFactory = EndpointClient) -> None:
         self.board = board if board is not None else EndpointBoard()
+        self._client_factory = client_factory
         self._pools: dict[str, UpstreamPool] = {}
         self._retiring: dict[asyncio.Task[None], UpstreamPool] = {}
         self._retained = False
@@ -329,7 +350,7 @@ class Upstreams:
         if not self._retained:
             self.board.retain()
             self._retained = True
-        pool = self._pools[name] = UpstreamPool(name, config, self.board)
+        pool = self._pools[name] = UpstreamPool(name, config, self.board, self._client_factory)
         self.board.watch(name, config)
         return pool
 
