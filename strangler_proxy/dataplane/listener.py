@@ -15,7 +15,9 @@ Limits and HTTP/1.1 rules of every connection (a :class:`ClientConnection`):
   connection's start, or from the first byte of the next request on a kept-alive
   connection): else ``408`` and close, or a silent close when nothing came;
 * an idle kept-alive connection is closed after ``keepalive_timeout_s``;
-* at most ``max_connections`` are open: the next one is answered ``503`` with
+* at most ``max_connections`` are open: at the cap a new connection takes the
+  place of the longest idle kept-alive one (answered, no byte of a next
+  request yet), which is closed; when none is idle it is answered ``503`` with
   ``Connection: close`` and closed;
 * a request-target over ``max_line_size`` is a ``414``, a header field over
   ``max_field_size`` or more than ``max_headers`` fields a ``431``;
@@ -417,7 +419,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("server", "transport", "parser", "remote", "closed", "_url", "_headers", "_header_name",
                  "_in_head", "_parsing", "_queue", "_current", "_task", "_deadline", "_deadline_kind", "_timer",
-                 "_counted", "_refused", "_linger", "_paused_by", "_drain", "feeding", "_field_len", "_write_paused")
+                 "_counted", "_refused", "_linger", "_paused_by", "_drain", "feeding", "_write_paused", "_idle")
 
     def __init__(self, server: ProxyListener) -> None:
         self.server = server
@@ -427,7 +429,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self._url = b""
         self._headers: RawHeaders = []
-        self._field_len = 0
+        self._idle = False  # answered, waiting for a next request (in server.idle)
         self._in_head = False  # a head has begun and not completed
         self._parsing: Request | None = None  # the request whose body the parser is reading
         self._queue: deque[Request] = deque()  # parsed, waiting for the one in hand
@@ -448,7 +450,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         server = self.server
-        if server.open_connections >= server.limits.max_connections:
+        if server.open_connections >= server.limits.max_connections and not server.evict_idle():
             self._refuse()
             return
         server.open_connections += 1
@@ -476,6 +478,9 @@ class ClientConnection(asyncio.Protocol):
             self._counted = False
             self.server.open_connections -= 1
             self.server.connections.discard(self)
+        if self._idle:
+            self._idle = False
+            self.server.idle.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -563,6 +568,9 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused or self.closed:
             return  # read and dropped while the refusal lingers
+        if self._idle:
+            self._idle = False
+            self.server.idle.pop(self, None)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -618,7 +626,6 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = True
         self._url = b""
         self._headers = []
-        self._field_len = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -627,7 +634,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         limits = self.server.limits
-        if len(name) > limits.max_field_size or len(value) > limits.max_field_size:
+        if len(name) + len(value) > limits.max_field_size:
             raise _Refusal(431)
         self._headers.append((name, value))
         if len(self._headers) > limits.max_headers:
@@ -723,6 +730,8 @@ class ClientConnection(asyncio.Protocol):
             self._set_deadline(_HEAD, self.server.limits.header_timeout_s)
         else:
             self._set_deadline(_IDLE, self.server.limits.keepalive_timeout_s)
+            self._idle = True
+            self.server.idle[self] = None
 
     # ---------------------------------------------------------------- one timer: head deadline or idle keep-alive
     def _set_deadline(self, kind: int, after_s: float) -> None:
@@ -770,6 +779,9 @@ class ProxyListener:
         self.head_timeouts = 0
         self.refused_total = 0
         self.connections: set[ClientConnection] = set()
+        # Kept-alive connections waiting for a next request, longest idle first.
+        self.idle: dict[ClientConnection, None] = {}
+        self.idle_evicted = 0
         self.refused: set[ClientConnection] = set()  # refused connections still lingering
         self.timeout_page = _RawPage(408, limits.server_header)
         self.refusal_page = _RawPage(503, limits.server_header, "Retry-After: 1\r\n")
@@ -778,6 +790,19 @@ class ProxyListener:
     def __call__(self) -> ClientConnection:
         """The protocol factory the listening socket calls for each connection."""
         return ClientConnection(self)
+
+    def evict_idle(self) -> bool:
+        """Close the longest idle kept-alive connection to make room; False when none is idle."""
+        for conn in self.idle:
+            del self.idle[conn]
+            conn._idle = False
+            conn.close()
+            self.open_connections -= 1  # its slot is the new connection's from now
+            conn._counted = False
+            self.connections.discard(conn)
+            self.idle_evicted += 1
+            return True
+        return False
 
     def note_refusal(self) -> None:
         self.refused_total += 1

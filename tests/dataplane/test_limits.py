@@ -247,6 +247,23 @@ async def test_connection_cap_refuses_the_next_one_clearly(limited: StartLimited
     await _until(lambda: proxy.open_connections == 0)
 
 
+async def test_at_the_cap_an_idle_kept_alive_connection_makes_room(limited: StartLimited) -> None:
+    """Idle kept-alive connections never keep a new client out: at the cap the
+    longest idle one is closed (silently, between requests) and the new one served."""
+    proxy = await limited(max_connections=2, header_timeout_s=10, keepalive_timeout_s=60)
+    idle = [await connect(proxy.port) for _ in range(2)]
+    for i, c in enumerate(idle):  # each answered once, then idle
+        c.send(req(f"/idle{i}"))
+        await _until(lambda c=c: b"\r\n\r\n" in c.data)  # type: ignore[misc]
+    await asyncio.sleep(0.05)
+    resp = await raw_request(proxy.port, req("/new", "Connection: close\r\n"), timeout=2)
+    assert resp.status == 200 and resp.json()["target"] == "/new"
+    assert await asyncio.wait_for(idle[0].closed, 2) >= 0  # the longest idle one made room
+    assert not idle[1].closed.done()
+    assert proxy.runner.proxy_server.refused_total == 0 and proxy.runner.proxy_server.idle_evicted == 1
+    idle[1].close()
+
+
 # ---------------------------------------------------------------- oversize and bad heads
 SECRET = "s3cr3t-token"
 
