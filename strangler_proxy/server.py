@@ -43,6 +43,7 @@ from strangler_proxy.control.guardrails import Guardrails
 from strangler_proxy.control.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
 from strangler_proxy.control.state_store import StateStore
 from strangler_proxy.control.switches import SwitchService
+from strangler_proxy.control.worker_group import WorkerPeers, WorkerSpec
 from strangler_proxy.databases import make_engine
 from strangler_proxy.dataplane.handler import ProxyHandler, start_proxy
 from strangler_proxy.dataplane.pool import Upstreams
@@ -110,8 +111,10 @@ class ProxyServer:
         watch: bool = True,
         watch_interval_s: float = DEFAULT_WATCH_INTERVAL_S,
         sighup: bool = False,
+        worker: WorkerSpec | None = None,
     ) -> None:
         self.config_path = Path(config_path)
+        self.worker = worker  # one of several worker processes (workers.py), or None
         self._port, self._admin_port = port, admin_port
         self._host, self._admin_host = host, admin_host
         self._state_url = state_url
@@ -197,9 +200,19 @@ class ProxyServer:
         stack.push_async_callback(self.reloader.stop)
 
         flips = self.flips
+        worker = self.worker
+        peers = WorkerPeers(worker) if worker is not None else None
+        if worker is not None and worker.index > 0:
+            # Worker 0's admin API serves the group; this one answers it (and only it) on loopback.
+            group_token = {"workers": worker.token}
+            tokens = lambda: {**flips.config.admin_tokens(), **group_token}  # noqa: E731
+            self._admin_host, self._admin_port = "127.0.0.1", 0
+        else:
+            tokens = lambda: flips.config.admin_tokens()  # noqa: E731
         ctx = AdminContext(
             flips=flips,
-            tokens=lambda: flips.config.admin_tokens(),
+            tokens=tokens,
+            peers=peers if worker is not None and worker.index == 0 else None,
             guardrail_status=self.guardrails.status,
             reload=self._reload,
             switches=self.switches,
@@ -221,11 +234,14 @@ class ProxyServer:
             config.proxy.listen.port if self._port is None else self._port,
             graphql=self.graphql,
             limits=config.proxy.limits,  # read once: a reload does not change them
+            reuse_port=worker is not None,  # the workers share the port; the kernel spreads connections
         )
         stack.push_async_callback(runner.cleanup)
         handler = runner.proxy_server.handler
         assert isinstance(handler, ProxyHandler)
         self._handler = handler
+        if peers is not None:
+            peers.announce(self.admin_port)  # worker 0's announcement also tells the parent it started
         log.info("proxy on %s, admin API on %s, flips in %s", self.url, self.admin_url, self.store.url)
 
     async def _start_graphql(self, config: StranglerConfig, stack: AsyncExitStack) -> GraphQLGateway | None:
@@ -328,16 +344,19 @@ def freeze_startup_objects() -> None:
 
 
 async def run_proxy(
-    config_path: str | os.PathLike[str], port: int | None = None, admin_port: int | None = None
+    config_path: str | os.PathLike[str], port: int | None = None, admin_port: int | None = None,
+    worker: WorkerSpec | None = None,
 ) -> None:
-    """Run one proxy until SIGINT or SIGTERM; SIGHUP reloads the config file."""
+    """Run one proxy (or one worker of several) until SIGINT or SIGTERM; SIGHUP reloads the config file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with ProxyServer(config_path, port=port, admin_port=admin_port, sighup=True) as server:
-            print(f"strangler proxy listening on {server.url}; admin API on {server.admin_url}", flush=True)
+        async with ProxyServer(config_path, port=port, admin_port=admin_port, sighup=True, worker=worker) as server:
+            if worker is None or worker.index == 0:
+                who = "" if worker is None else f" ({worker.count} workers)"
+                print(f"strangler proxy listening on {server.url}{who}; admin API on {server.admin_url}", flush=True)
             freeze_startup_objects()
             await stop.wait()
     finally:

@@ -216,13 +216,25 @@ def register(app: typer.Typer) -> None:
         access_log: str = typer.Option(
             "-", "--access-log", help="where the JSON access lines go: '-' (stdout) or a file (appended)"
         ),
+        workers: str = typer.Option(
+            "1", "--workers", help="proxy processes sharing the port (SO_REUSEPORT): a number, or 'auto' (one "
+                                   "per CPU); flips and results are shared through the control database"
+        ),
     ) -> None:
         """Run the proxy alone (SIGHUP or saving the file reloads it; Ctrl-C stops)."""
         import uvloop
 
         from strangler_proxy.logs import configure_logging
         from strangler_proxy.server import run_proxy
+        from strangler_proxy.workers import run_workers, worker_count
 
+        try:
+            count = worker_count(workers)
+        except ValueError:
+            fail_with(f"--workers {workers!r}: a number of at least 1, or auto")
+        if count > 1:
+            configure_logging(None)
+            raise typer.Exit(run_workers(config, count, port=port, admin_port=admin_port, access_log=access_log))
         handler = configure_logging(access_log)
         try:
             uvloop.run(run_proxy(config, port=port, admin_port=admin_port))

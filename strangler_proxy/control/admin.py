@@ -23,6 +23,7 @@ and request bodies every call shares).
     POST /reload                 re-read strangler.yaml now (same as SIGHUP)
     GET  /metrics                Prometheus text format
     GET  /healthz
+    GET  /_worker/counters       this worker's route counters (worker 0 of ``--workers N`` sums them)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -52,6 +53,7 @@ from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import file_value
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from strangler_proxy.control.switches import SwitchService
+from strangler_proxy.control.worker_group import add_counters, merge_metrics
 from strangler_proxy.disclosure import matching_token
 from strangler_proxy.errors import ConfigError, FlipError, StoreError, StranglerError
 from strangler_proxy.metrics import DEFAULT_ROUTE_LABEL
@@ -65,6 +67,14 @@ GuardrailStatus = Callable[[str], Mapping[str, Any] | None]
 Reload = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
+class Peers(Protocol):
+    """The other workers of a group (``strangler proxy --workers N``), as worker 0 asks them."""
+
+    async def metrics(self) -> list[tuple[int, str]]: ...
+
+    async def counters(self) -> list[dict[str, dict[str, int]]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class AdminContext:
     """What the admin API needs from a running proxy."""
@@ -76,6 +86,7 @@ class AdminContext:
     reload: Reload | None = None
     switches: SwitchService | None = None  # upstream failover and drain (absent: no /upstreams calls)
     endpoint_stats: EndpointStats | None = None  # what the endpoint pools know (health, in flight, latency)
+    peers: Peers | None = None  # the other worker processes of this proxy (workers.py), whose counters add up
 
 
 CONTEXT = web.AppKey("context", AdminContext)
@@ -181,6 +192,8 @@ def _field_view(ctx: AdminContext) -> list[dict[str, Any]]:
 async def _routes(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     counters = ctx.flips.runtime.route_counters()
+    if ctx.peers is not None:  # one admin API for every worker: their counters add up
+        counters = add_counters(counters, await ctx.peers.counters())
     return web.json_response({"routes": _route_view(ctx, counters), "fields": _field_view(ctx),
                               "unmatched": dict(counters.get(DEFAULT_ROUTE_LABEL, {}))})
 
@@ -238,9 +251,17 @@ async def _reload(request: web.Request) -> web.Response:
     return web.json_response(dict(result), status=200 if result.get("ok") else 400)
 
 
+async def _worker_counters(request: web.Request) -> web.Response:
+    """This worker's own route counters (worker 0 adds them up for /routes)."""
+    return web.json_response(request.app[CONTEXT].flips.runtime.route_counters())
+
+
 async def _metrics(request: web.Request) -> web.Response:
-    registry = request.app[CONTEXT].flips.runtime.registry
-    resp = web.Response(body=generate_latest(registry))
+    ctx = request.app[CONTEXT]
+    own = generate_latest(ctx.flips.runtime.registry)
+    if ctx.peers is not None:  # every worker's samples, labelled with its worker
+        own = merge_metrics([(0, own.decode()), *await ctx.peers.metrics()])
+    resp = web.Response(body=own)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
@@ -261,6 +282,7 @@ def admin_app(ctx: AdminContext) -> web.Application:
     app.router.add_get("/audit", _audit)
     app.router.add_post("/reload", _reload)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/_worker/counters", _worker_counters)
     app.router.add_get("/healthz", _healthz)
     return app
 
