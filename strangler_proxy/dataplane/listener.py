@@ -27,7 +27,7 @@ Limits and HTTP/1.1 rules of every connection (a :class:`ClientConnection`):
   or an HTTP/1.1 request without ``Host`` is a ``400``, and the connection closes;
 * ``Upgrade`` (WebSocket, h2c) is declined: the request is answered as a plain
   HTTP request (``Upgrade`` is hop-by-hop and not forwarded) and the connection
-  closes after it; ``CONNECT`` is a ``400``;
+  closes after it; ``CONNECT``, and an ``Upgrade`` request with a body, are a ``400``;
 * a request body is streamed: the socket is paused while more than
   :data:`BODY_HIGH` bytes wait for the upstream;
 * a response body is streamed: the upstream is paused while the client's
@@ -588,17 +588,10 @@ class ClientConnection(asyncio.Protocol):
             self._set_deadline(_HEAD, self.server.limits.header_timeout_s)
 
     def _upgrade_rest(self) -> None:
-        """The parser stopped after an Upgrade (or CONNECT) request's head."""
-        req = self._parsing
-        if req is None:
-            return
-        if req.method == "CONNECT" or req.content_length or req.chunked:
-            # A tunnel, or a body the parser did not frame: nothing safe to forward.
-            self._queue = deque(r for r in self._queue if r is not req)
-            if self._current is req or self._current is None:
-                self._bad(400, None)
-            return
-        self._pause("upgrade")  # answered as a plain request, then closed; nothing after it is read
+        """The parser stopped after an Upgrade request's head (one without a body,
+        see on_headers_complete): it is answered as a plain request, then the
+        connection closes; nothing after it is read."""
+        self._pause("upgrade")
 
     def _bad(self, status: int, exc: BaseException | None) -> None:
         """A head or body the proxy refuses: its own page (when no answer has started), then close."""
@@ -662,6 +655,8 @@ class ClientConnection(asyncio.Protocol):
         if method == "CONNECT":
             raise _Refusal(400)
         if parser.should_upgrade():
+            if req.chunked or req.content_length:
+                raise _Refusal(400)  # the parser stops at the head: a body after it would go unframed
             req.upgrade = True
         if req.chunked or (req.content_length or 0) > 0:
             req.body = RequestBody(self)

@@ -402,6 +402,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.write(data)
 
+    def sent(self) -> None:
+        """A piece of a streamed request body went out: the wait for the answer starts again."""
+        self._last_io = time.monotonic()
+
     def pause_reading(self) -> None:
         if self.transport is not None and not self._closed:
             self.transport.pause_reading()
@@ -553,6 +557,7 @@ class LeanEndpointClient:
                 conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
                 conn.write(chunk)
+            conn.sent()
             await conn.drain()
         if chunked:
             conn.write(b"0\r\n\r\n")

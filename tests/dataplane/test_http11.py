@@ -262,3 +262,83 @@ async def test_http10_keep_alive_client(make_proxy: MakeProxy) -> None:
         resp = await asyncio.wait_for(read_response(reader), 3)
         assert resp.json()["target"] == path and resp.header("Connection") == "keep-alive"
     writer.close()
+
+
+async def test_upgrade_with_a_body_is_refused(make_proxy: MakeProxy, legacy: RawUpstream) -> None:
+    proxy = await make_proxy()
+    reader, writer = await _open(proxy.port)
+    writer.write(f"POST /u HTTP/1.1\r\n{HOST}Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nab"
+                 .encode())
+    resp = await asyncio.wait_for(read_response(reader), 3)
+    assert resp.status == 400 and await _closed(reader)
+    writer.close()
+    assert legacy.seen == []
+
+
+async def test_client_gone_while_waiting_releases_the_upstream(make_proxy: MakeProxy, legacy: RawUpstream) -> None:
+    proxy = await make_proxy()
+    reader, writer = await _open(proxy.port)
+    writer.write(f"GET /_slow?s=3 HTTP/1.1\r\n{HOST}\r\n".encode())
+    for _ in range(100):
+        if legacy.seen:
+            break
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{legacy.port}"
+    client = proxy.runner.proxy_server.handler.upstreams.get("legacy", proxy.runtime.config.upstreams["legacy"])
+    assert proxy.runtime.endpoints.in_flight("legacy", url) == 1
+    writer.close()
+    for _ in range(100):  # the proxy drops its upstream connection instead of waiting 3 s for nobody
+        if client.clients[0].open_connections == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert client.clients[0].open_connections == 0 and proxy.runtime.endpoints.in_flight("legacy", url) == 0
+
+
+@pytest.fixture
+async def slow_reader_upstream() -> AsyncIterator[tuple[int, list[int]]]:
+    """An upstream that reads a request head, waits 1 s, then reads the whole body."""
+    got: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await asyncio.sleep(1.0)
+        left = length
+        while left:
+            left -= len(await reader.read(min(left, 1 << 20)))
+        got.append(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield srv.sockets[0].getsockname()[1], got
+    srv.close()
+    await srv.wait_closed()
+
+
+async def test_upload_to_a_slow_upstream_pauses_the_client(slow_reader_upstream: tuple[int, list[int]]) -> None:
+    """While the upstream reads nothing, the proxy stops reading the client: the
+    client's writes back up instead of the proxy's memory filling."""
+    port, got = slow_reader_upstream
+    proxy = await start_test_proxy(load_config_text(f'upstreams: {{legacy: {{url: "http://127.0.0.1:{port}"}}}}'))
+    try:
+        reader, writer = await _open(proxy.port)
+        n = 32 * 1024 * 1024
+        writer.write(f"PUT /up HTTP/1.1\r\n{HOST}Content-Length: {n}\r\n\r\n".encode())
+        block = b"u" * (1 << 20)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        blocked_for = 0.0
+        for _ in range(n // len(block)):
+            writer.write(block)
+            t0 = loop.time()
+            await writer.drain()
+            blocked_for = max(blocked_for, loop.time() - t0)
+        resp = await asyncio.wait_for(read_response(reader), 10)
+        assert resp.status == 200 and got == [n]
+        assert blocked_for >= 0.5, blocked_for  # held back while the upstream slept
+        assert loop.time() - started >= 0.9
+        writer.close()
+    finally:
+        await stop_test_proxy(proxy)
