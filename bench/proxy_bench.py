@@ -42,6 +42,15 @@ mirror to a closed port / an upstream that answers after 10 s and sample the
 proxy's RSS during the whole run (peak = ``VmHWM``, the high-water mark since
 the process started).
 
+The POST rows send a 66-byte JSON body (wrk with a Lua script); in shadow
+mode the catch-all route mirrors writes as dry runs, as nginx's ``mirror``
+mirrors the body. ``--workers-cpus 0,1`` adds two rows: ``strangler proxy
+--workers 1`` and ``--workers 2`` on the same CPUs, c=64, legacy mode. Two
+workers can only scale when the CPUs they get are free of the upstream and
+the load generator; on a 2-core box those share CPU 1, so the rows there show
+what a second worker costs or gains under that contention, not the scaling
+(run them on 4+ cores with the upstreams and wrk moved to the others).
+
 Figures on a shared 2-core box are noisy; compare ratios, not absolutes.
 """
 
@@ -135,22 +144,11 @@ def legacy_upstream(ports: list[int]) -> str:
     return f"{{endpoints: [{endpoints}]}}"
 
 
-def serve_proxy(port: int, legacy: list[int], candidate: int, mode: str, log_path: str) -> None:
-    """The real assembled proxy (``ProxyServer``): the diff engine compares every
-    mirrored pair and the results store writes them (SQLite) -- what users run.
-    ``legacy``: the legacy upstream's ports (several: one endpoint each)."""
-    import tempfile
-
-    import uvloop
-
-    sys.path.insert(0, str(ROOT))
-    from strangler_proxy.dataplane.accesslog import write_access_log_to
-    from strangler_proxy.server import ProxyServer
-
-    # A realistic table: a few specific routes, and the benchmark's path either
-    # unmatched (legacy pass-through) or caught by a shadowing catch-all.
-    catch_all = "legacy" if mode == "legacy" else "shadow"
-    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
+def write_config(workdir: Path, legacy: list[int], candidate: int, mode: str) -> Path:
+    """The bench's strangler.yaml: a realistic table of a few specific routes,
+    and the benchmark's path either unmatched (legacy pass-through) or caught
+    by a shadowing catch-all that mirrors writes as dry runs (the POST rows)."""
+    catch_all = "legacy" if mode == "legacy" else "shadow, shadow_writes: dry-run"
     config = workdir / "strangler.yaml"
     config.write_text(f"""
 proxy: {{admin_tokens: {{bench: bench-token}}}}
@@ -166,6 +164,25 @@ routes:
   - {{name: people, path: "/api/people/{{id}}", target: candidate, mode: extracted}}
   - {{name: bench, path: "/bench/{{*rest}}", target: candidate, mode: {catch_all}}}
 """)
+    return config
+
+
+def serve_proxy(port: int, legacy: list[int], candidate: int, mode: str, log_path: str) -> None:
+    """The real assembled proxy (``ProxyServer``): the diff engine compares every
+    mirrored pair and the results store writes them (SQLite) -- what users run.
+    ``legacy``: the legacy upstream's ports (several: one endpoint each)."""
+    import tempfile
+
+    import uvloop
+
+    sys.path.insert(0, str(ROOT))
+    from strangler_proxy.dataplane.accesslog import write_access_log_to
+    from strangler_proxy.server import ProxyServer
+
+    # A realistic table: a few specific routes, and the benchmark's path either
+    # unmatched (legacy pass-through) or caught by a shadowing catch-all.
+    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
+    config = write_config(workdir, legacy, candidate, mode)
 
     async def main() -> None:
         handler = write_access_log_to(log_path)
@@ -359,9 +376,22 @@ def _ms(text: str) -> float:
     return float(text)
 
 
-def _wrk(port: int, conns: int, duration: float) -> tuple[float, float, float, int]:
+# The POST rows' body: 66 bytes of JSON, as in the issue's measurements.
+POST_BODY = '{"title":"tt0000001","value":7,"user":"u-0001","note":"bench vot"}'
+POST_SCRIPT = f"""wrk.method = "POST"
+wrk.body = '{POST_BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _wrk(port: int, conns: int, duration: float, post: bool = False) -> tuple[float, float, float, int]:
+    script: list[str] = []
+    if post:
+        path = Path(tempfile.gettempdir()) / "strangler-bench-post.lua"
+        path.write_text(POST_SCRIPT)
+        script = ["-s", str(path)]
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency",
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", *script,
          f"http://127.0.0.1:{port}/bench/item?id=1"],
         capture_output=True, text=True, check=True,
     ).stdout
@@ -401,7 +431,10 @@ def measure_once(port: int, load: tuple[str, int], duration: float, proxy_pid: i
     pids = descendants(proxy_pid) if proxy_pid else []
     cpu0, core0 = cpu_seconds(pids), core_busy_seconds(PROXY_CPU)
     kind, n = load
-    rps, p50, p99, reqs = _wrk(port, n, duration) if kind == "wrk" else _hey(port, n, duration)
+    if kind == "hey":
+        rps, p50, p99, reqs = _hey(port, n, duration)
+    else:
+        rps, p50, p99, reqs = _wrk(port, n, duration, post=kind == "wrk-post")
     cpu1, core1 = cpu_seconds(pids), core_busy_seconds(PROXY_CPU)
     conns = upstream_conns(upstream_port) - conns_before - 1  # minus our own /__conns probe
     cpu = (cpu1 - cpu0) / reqs * 1e6 if pids and reqs else None
@@ -502,9 +535,11 @@ class Stack:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, cpu: str, args: list[str], port: int, children: int = 0) -> subprocess.Popen[bytes]:
+    def start(self, cpu: str, args: list[str], port: int, children: int = 0,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start pinned to ``cpu``; wait for the port and for ``children`` forked workers."""
-        proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(["taskset", "-c", cpu, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, **(env or {})} if env else None, cwd=ROOT)
         self.procs.append(proc)
         wait_port(port)
         deadline = time.monotonic() + 10
@@ -538,6 +573,10 @@ def main() -> None:
                     help="rounds of the endpoint rows (default: --repeats, at least 3)")
     ap.add_argument("--calibrate", action="store_true",
                     help="endpoint rows with one endpoint on both sides: what the method reads when nothing differs")
+    ap.add_argument("--workers-cpus", default="",
+                    help="CPUs (taskset list, e.g. 0,1 or 0-3) for the --workers rows: 1 and 2 workers on the same "
+                         "CPUs; empty: skipped. For 2 workers to scale, these must be free of the upstream and "
+                         "the load generator, which run on CPU 1: on a 2-core box they cannot be")
     ap.add_argument("--serve-upstream", type=int, nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--serve-proxy", nargs=5, help=argparse.SUPPRESS)
@@ -607,6 +646,7 @@ def main() -> None:
             if not mirror:
                 measure(f"{label} c=1", port, proc.pid, ("wrk", 1), legacy_port)
             measure(f"{label} c=32", port, proc.pid, ("wrk", 32), legacy_port)
+            measure(f"{label} POST c=32", port, proc.pid, ("wrk-post", 32), legacy_port)
             stack.stop(proc)
 
         def run_proxy(label: str, mode: str, candidate: int, loads: list[tuple[str, int]]) -> None:
@@ -615,7 +655,7 @@ def main() -> None:
                                            str(candidate), mode, str(tmp / f"{label}.log")], port)
             with RssSampler(proc.pid) as sampler:
                 for kind, n in loads:
-                    suffix = f"c={n}" if kind == "wrk" else f"@{n}/s"
+                    suffix = {"wrk": f"c={n}", "wrk-post": f"POST c={n}"}.get(kind, f"@{n}/s")
                     measure(f"{label} {suffix}", port, proc.pid, (kind, n), legacy_port)
             pids = descendants(proc.pid)
             samples = sampler.samples or [rss_mb(pids)]
@@ -630,8 +670,8 @@ def main() -> None:
             naive = stack.start(PROXY_CPU, [PY, __file__, "--serve-naive", str(port), str(legacy_port)], port)
             measure("naive aiohttp proxy c=32", port, naive.pid, ("wrk", 32), legacy_port)
             stack.stop(naive)
-        run_proxy("strangler legacy", "legacy", cand_port, [("wrk", 1), ("wrk", 32)])
-        run_proxy("strangler shadow", "shadow", cand_port, [("wrk", 32)])
+        run_proxy("strangler legacy", "legacy", cand_port, [("wrk", 1), ("wrk", 32), ("wrk-post", 32)])
+        run_proxy("strangler shadow", "shadow", cand_port, [("wrk", 32), ("wrk-post", 32)])
         if hey:
             slower = min(results["strangler legacy c=32"].rps, results["strangler shadow c=32"].rps)
             rate = args.rate or min(MAX_AUTO_RATE, int(slower * AUTO_RATE_SHARE / 100) * 100)
@@ -643,6 +683,20 @@ def main() -> None:
         slow = stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(slow_port), "--delay", "10"], slow_port)
         run_proxy("strangler shadow slow", "shadow", slow_port, [("wrk", 32)])
         stack.stop(slow)
+        if args.workers_cpus:
+            for count in (1, 2):  # the same CPUs for both: only the number of workers differs
+                port = free_port()
+                d = tmp / f"workers-{count}"
+                d.mkdir()
+                config = write_config(d, [legacy_port], cand_port, "legacy")
+                proc = stack.start(args.workers_cpus, [
+                    PY, "-m", "strangler_proxy.cli.main", "proxy", "--config", str(config), "--port", str(port),
+                    "--admin-port", str(free_port()), "--workers", str(count), "--access-log", str(d / "access.log"),
+                ], port, children=count if count > 1 else 0, env={"STRANGLER_DATA_DIR": str(d / "data")})
+                time.sleep(1.0 if count > 1 else 0.0)  # the other workers start after worker 0
+                measure(f"strangler {count} worker{'s' if count > 1 else ''} c=64", port, proc.pid, ("wrk", 64),
+                        legacy_port)
+                stack.stop(proc)
         endpoint_rows(stack, tmp, results, pairs, args.duration)
     finally:
         stack.stop_all()
@@ -659,21 +713,27 @@ def report(r: dict[str, Run], rss: dict[str, tuple[float, float, float]], have_n
     def ratio(a: float | None, b: float | None) -> str:
         return f"{a / b:.2f}x" if a is not None and b else "-"
 
-    for c in (32, 1):
-        sr, nr = r[f"{s} c={c}"], r.get(f"{n} c={c}")
+    for c in ("c=32", "POST c=32", "c=1"):
+        sr, nr = r[f"{s} {c}"], r.get(f"{n} {c}")
         for what, sv, nv in (("process CPU", sr.cpu_us, nr and nr.cpu_us), ("core-0 busy", sr.core_us, nr and nr.core_us)):
-            nv_txt = f"{nv:.0f} us" if nv is not None else "-"
-            print(f"| {what}/request, legacy pass-through c={c} | {sv:.0f} us | {nv_txt} | {ratio(sv, nv)} | <= 2.5x |")
+            nv_txt = f"{nv:.1f} us" if nv is not None else "-"
+            print(f"| {what}/request, legacy pass-through {c} | {sv:.1f} us | {nv_txt} | {ratio(sv, nv)} | "
+                  f"<= 2.0x |")
     if have_nginx:
         st, nt = r[f"{s} c=32"].rps, r[f"{n} c=32"].rps
         print(f"| throughput c=32 | {st:.0f}/s | {nt:.0f}/s | {st / nt:.2f}x | >= 0.8x |")
         direct1 = r["direct c=1"].p50_ms
         sa, na = r[f"{s} c=1"].p50_ms - direct1, r[f"{n} c=1"].p50_ms - direct1
         print(f"| added p50 c=1 (direct {direct1 * 1000:.0f} us) | {sa * 1000:.0f} us | {na * 1000:.0f} us | "
-              f"{sa / na if na > 0 else float('nan'):.2f}x | <= 1.8x |")
+              f"{sa / na if na > 0 else float('nan'):.2f}x | |")
+        s1, n1 = r[f"{s} c=1"].p50_ms, r[f"{n} c=1"].p50_ms
+        print(f"| GET p50 c=1 | {s1 * 1000:.0f} us | {n1 * 1000:.0f} us | {s1 / n1:.2f}x | <= 1.5x |")
         sm, nm = r["strangler shadow c=32"], r["nginx+mirror c=32"]
-        print(f"| shadow (mirror all) throughput c=32 | {sm.rps:.0f}/s | {nm.rps:.0f}/s (mirror) | "
+        print(f"| shadow (mirror all, diff + store) throughput c=32 | {sm.rps:.0f}/s | {nm.rps:.0f}/s (mirror) | "
               f"{sm.rps / nm.rps:.2f}x | >= 1.3x |")
+        smp, nmp = r["strangler shadow POST c=32"], r["nginx+mirror POST c=32"]
+        print(f"| shadow POST (dry-run mirror) throughput c=32 | {smp.rps:.0f}/s | {nmp.rps:.0f}/s (mirror) | "
+              f"{smp.rps / nmp.rps:.2f}x | >= 1.3x |")
         print(f"| shadow CPU/request c=32 (process) | {sm.cpu_us:.0f} us | {nm.cpu_us:.0f} us (mirror) | "
               f"{ratio(sm.cpu_us, nm.cpu_us)} | |")
         print(f"| nginx throughput / direct c=32 | | {nt / r['direct c=32'].rps:.2f}x | | ref ~0.57x |")
@@ -697,6 +757,10 @@ def report(r: dict[str, Run], rss: dict[str, tuple[float, float, float]], have_n
         print(f"| choosing an endpoint: process CPU/request, {ENDPOINTS} endpoints vs 1, c=32 | "
               f"{choice.cpu_us:+.1f} us | | | <= 3 us |")
     print(f"| peak RSS legacy / shadow | {rss[s][2]:.0f} MB / {rss['strangler shadow'][2]:.0f} MB | | | |")
+    one, two = r.get("strangler 1 worker c=64"), r.get("strangler 2 workers c=64")
+    if one is not None and two is not None:
+        print(f"| --workers 2 vs 1 throughput c=64 (same CPUs) | {two.rps:.0f}/s vs {one.rps:.0f}/s | | "
+              f"{two.rps / one.rps:.2f}x | >= 1.6x |")
 
 
 if __name__ == "__main__":
