@@ -48,7 +48,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol
@@ -153,7 +153,7 @@ class HeaderView:
         self._map = m
         return m
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+    def get(self, name: str, default: str | None = None) -> str | None:
         m = self._map if self._map is not None else self._build()
         return m.get(name.lower(), default)
 
@@ -173,8 +173,8 @@ class HeaderView:
     def items(self) -> list[tuple[str, str]]:
         return [(k.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for k, v in self._raw]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(k for k, _ in self.items())
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k, _ in self.items()])
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -417,7 +417,7 @@ _IDLE, _HEAD, _BUSY = 0, 1, 2  # what the connection's deadline is for: idle kee
 class ClientConnection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    __slots__ = ("server", "transport", "parser", "remote", "closed", "_url", "_headers", "_header_name",
+    __slots__ = ("server", "transport", "parser", "remote", "closed", "_url", "_headers",
                  "_in_head", "_parsing", "_queue", "_current", "_task", "_deadline", "_deadline_kind", "_timer",
                  "_counted", "_refused", "_linger", "_paused_by", "_drain", "feeding", "_write_paused", "_idle")
 

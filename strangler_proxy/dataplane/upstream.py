@@ -18,8 +18,8 @@ and the GraphQL gateway keep aiohttp's.
   chunked unless the headers carry a ``Content-Length``), written with the
   connection's flow control.
 * The response head is parsed by ``httptools.HttpResponseParser``; the body is
-  buffered until a consumer is attached (:meth:`LeanResponse.pipe` or
-  :meth:`LeanResponse.read`), then delivered as it arrives. A consumer that
+  buffered until a consumer is attached (:meth:`LeanResponse.pipe`), then
+  delivered as it arrives. A consumer that
   cannot keep up pauses the upstream socket (:meth:`LeanResponse.pause`).
 * At most ``max_connections`` connections per endpoint; a caller over it waits.
   A connection whose response ended with keep-alive goes back to the idle
@@ -156,16 +156,6 @@ class LeanResponse:
         finally:
             self._sink = self._tee = None
 
-    async def read(self) -> bytes:
-        """The whole body (for small ones)."""
-        parts: list[bytes] = []
-
-        class _Collect:
-            write = parts.append
-
-        await self.pipe(_Collect())  # type: ignore[arg-type]
-        return b"".join(parts)
-
     def pause(self) -> None:
         """Stop reading the upstream socket (the consumer's buffer is full)."""
         if not self._paused and self._conn is not None:
@@ -226,7 +216,7 @@ class LeanResponse:
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an endpoint; one exchange at a time."""
 
-    __slots__ = ("client", "transport", "parser", "response", "_head", "_head_bytes", "_header_name", "_reason",
+    __slots__ = ("client", "transport", "parser", "response", "_head_bytes", "_reason",
                  "_headers", "_head_wait", "_drain", "_closed", "_reused", "_head_method", "_last_io", "_timer",
                  "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped")
 
@@ -328,6 +318,8 @@ class UpstreamConnection(asyncio.Protocol):
             if status == 101:
                 raise BadResponse("the endpoint switched protocols", answered=True)
             return
+        if self._head_wait is None:  # an answer nobody asked for: the connection cannot be trusted
+            raise BadResponse("a response without a request", answered=False)
         resp = LeanResponse(self)
         resp.status = status
         resp.reason = self._reason
@@ -508,7 +500,9 @@ class LeanEndpointClient:
         body: AsyncIterator[bytes] | bytes | None,
         timeout: Any = None,
     ) -> LeanResponse:
-        """Send the request; returns once the response head arrived. A safe
+        """Send the request; returns once the response head arrived. ``timeout``
+        is not used: the served path's only bound is the upstream's
+        ``timeout_s`` between reads (a caller's own deadline cancels the call). A safe
         request whose connection the endpoint closed before answering is sent
         once more on a fresh one (a pooled connection it had closed, RFC 9112
         §9.3.1.1); nothing else is resent."""
@@ -568,7 +562,7 @@ class LeanEndpointClient:
         idle = self._idle_conns
         while idle:
             conn = idle.pop()  # the most recently used: the likeliest to be alive
-            if conn._closed:
+            if conn._closed or conn.transport is None or conn.transport.is_closing():
                 continue
             if now - conn.idle_since > IDLE_TTL_S:
                 conn._close()
