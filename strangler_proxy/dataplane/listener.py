@@ -138,24 +138,20 @@ class _RawPage:
 
 class HeaderView:
     """Case-insensitive first-value lookup over raw request headers (what the
-    routing functions read: ``headers.get(name)``)."""
+    routing functions read: ``headers.get(name)``). A lookup scans the few raw
+    headers; nothing is built per request."""
 
-    __slots__ = ("_raw", "_map")
+    __slots__ = ("_raw",)
 
     def __init__(self, raw: RawHeaders) -> None:
         self._raw = raw
-        self._map: dict[str, str] | None = None
-
-    def _build(self) -> dict[str, str]:
-        m: dict[str, str] = {}
-        for k, v in self._raw:
-            m.setdefault(k.decode("latin-1").lower(), v.decode("utf-8", "surrogateescape"))
-        self._map = m
-        return m
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        m = self._map if self._map is not None else self._build()
-        return m.get(name.lower(), default)
+        lk = name.lower().encode("latin-1")
+        for k, v in self._raw:
+            if len(k) == len(lk) and k.lower() == lk:
+                return v.decode("utf-8", "surrogateescape")
+        return default
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
