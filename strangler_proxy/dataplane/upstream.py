@@ -558,6 +558,33 @@ class LeanEndpointClient:
 
     # ---------------------------------------------------------------- the pool
     async def _acquire(self) -> tuple[UpstreamConnection, bool]:
+        """A pooled connection (True) or a new one (False). At ``max_connections``
+        the wait for a free one counts against ``connect_timeout_s``, as a
+        connect does: past it the request never left."""
+        conn = self._take_idle()
+        if conn is not None:
+            return conn, True
+        if len(self._open) >= self.limit:
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    while True:
+                        waiter = self._loop.create_future()
+                        self._waiters.append(waiter)
+                        try:
+                            await waiter
+                        finally:
+                            if waiter in self._waiters:
+                                self._waiters.remove(waiter)
+                        conn = self._take_idle()
+                        if conn is not None:
+                            return conn, True
+                        if len(self._open) < self.limit:
+                            break
+            except TimeoutError as exc:
+                raise ConnectTimedOut(f"no connection to {self.endpoint} free in time") from exc
+        return await self._connect(), False
+
+    def _take_idle(self) -> UpstreamConnection | None:
         now = time.monotonic()
         idle = self._idle_conns
         while idle:
@@ -567,20 +594,8 @@ class LeanEndpointClient:
             if now - conn.idle_since > IDLE_TTL_S:
                 conn._close()
                 continue
-            conn.resume_reading()
-            return conn, True
-        while len(self._open) >= self.limit:
-            waiter = self._loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                raise
-            if idle:
-                return await self._acquire()
-        return await self._connect(), False
+            return conn
+        return None
 
     async def _connect(self) -> UpstreamConnection:
         conn = UpstreamConnection(self)

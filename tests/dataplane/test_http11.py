@@ -14,7 +14,7 @@ import pytest
 
 from strangler_proxy.config import load_config_text
 from tests.dataplane.conftest import MakeProxy, start_test_proxy, stop_test_proxy
-from tests.dataplane.rawhttp import RawUpstream, read_response
+from tests.dataplane.rawhttp import RawUpstream, raw_request, read_response
 
 HOST = "Host: films.example\r\n"
 
@@ -342,3 +342,21 @@ async def test_upload_to_a_slow_upstream_pauses_the_client(slow_reader_upstream:
         writer.close()
     finally:
         await stop_test_proxy(proxy)
+
+
+async def test_at_max_connections_a_request_waits_for_a_free_one(make_proxy: MakeProxy, legacy: RawUpstream) -> None:
+    proxy = await make_proxy(upstream_extra=", max_connections: 1")
+    req = f"GET /_slow?s=0.3 HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n".encode()
+    first, second = await asyncio.gather(raw_request(proxy.port, req), raw_request(proxy.port, req))
+    assert first.status == second.status == 200
+    assert legacy.open_connections == 1  # one upstream connection, used in turn
+
+
+async def test_no_free_connection_within_the_connect_timeout_is_504(make_proxy: MakeProxy) -> None:
+    proxy = await make_proxy(upstream_extra=", max_connections: 1, connect_timeout_s: 0.2")
+    slow = asyncio.create_task(raw_request(proxy.port, f"GET /_slow?s=1 HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n"
+                                           .encode()))
+    await asyncio.sleep(0.1)
+    resp = await raw_request(proxy.port, f"GET /x HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n".encode())
+    assert resp.status == 504 and resp.header("Content-Type") == "application/problem+json"
+    assert (await slow).status == 200
