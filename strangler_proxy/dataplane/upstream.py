@@ -218,7 +218,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("client", "transport", "parser", "response", "_head_bytes", "_reason",
                  "_headers", "_head_wait", "_drain", "_closed", "_reused", "_head_method", "_last_io", "_timer",
-                 "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped")
+                 "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped", "_request_done")
 
     def __init__(self, client: LeanEndpointClient) -> None:
         self.client = client
@@ -240,6 +240,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = True
         self._eof_delimited = False
         self._stopped = False  # the parser was stopped after a HEAD response's head
+        self._request_done = True  # the whole request (body included) has been written
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -365,7 +366,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._stop_timer()
         if resp is None:
             return
-        keep = resp.keep_alive and not self._closed
+        # A request whose body was not all sent (the endpoint answered early) leaves the
+        # connection in the middle of a message: never reused.
+        keep = resp.keep_alive and not self._closed and self._request_done
         if self._head_method:
             self.parser = httptools.HttpResponseParser(self)
         resp._end(None)
@@ -374,10 +377,12 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self._close()
 
-    def send(self, head: bytes, method: str, reused: bool) -> asyncio.Future[LeanResponse]:
-        """Write a request head (and a bytes body with it); the future gets the response head."""
+    def send(self, head: bytes, method: str, reused: bool, *, body_follows: bool = False) -> asyncio.Future[LeanResponse]:
+        """Write a request head (and a bytes body with it); the future gets the response head.
+        ``body_follows``: a streamed body comes next (:meth:`body_sent` when it is all out)."""
         assert self.transport is not None
         self._reused = reused
+        self._request_done = not body_follows
         self._head_method = method == "HEAD"
         self._head_bytes = 0
         self._head_wait = fut = asyncio.get_running_loop().create_future()
@@ -393,6 +398,9 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self._closed:
             self.transport.write(data)
+
+    def body_sent(self) -> None:
+        self._request_done = True
 
     def sent(self) -> None:
         """A piece of a streamed request body went out: the wait for the answer starts again."""
@@ -535,16 +543,25 @@ class LeanEndpointClient:
                     body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
                 fut = conn.send(head + body if body else head, method, reused)
             else:
-                fut = conn.send(head, method, reused)
-                await self._stream_body(conn, body, chunked=_is_chunked_head(head))
+                fut = conn.send(head, method, reused, body_follows=True)
+                try:
+                    await self._stream_body(conn, body, fut, chunked=_is_chunked_head(head))
+                except UpstreamClosed:
+                    if not _answered(fut):
+                        raise
+                    # The endpoint answered before reading the whole body (an early 413, 401) and
+                    # closed: its answer stands; the connection is not reused (see _message_done).
             return await fut
         except BaseException:
             conn.abort_exchange()
             raise
 
     @staticmethod
-    async def _stream_body(conn: UpstreamConnection, body: AsyncIterator[bytes], *, chunked: bool) -> None:
+    async def _stream_body(conn: UpstreamConnection, body: AsyncIterator[bytes], answer: asyncio.Future[LeanResponse],
+                           *, chunked: bool) -> None:
         async for chunk in body:
+            if answer.done():
+                return  # answered (or failed) already: the rest of the body is not wanted
             if not chunk:
                 continue
             if chunked:
@@ -555,6 +572,7 @@ class LeanEndpointClient:
             await conn.drain()
         if chunked:
             conn.write(b"0\r\n\r\n")
+        conn.body_sent()
 
     # ---------------------------------------------------------------- the pool
     async def _acquire(self) -> tuple[UpstreamConnection, bool]:
@@ -647,6 +665,10 @@ class LeanEndpointClient:
             conn._close()
         self._idle_conns.clear()
         await asyncio.sleep(0)
+
+
+def _answered(fut: asyncio.Future[LeanResponse]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None
 
 
 def _needs_chunking(body: AsyncIterator[bytes] | bytes | None, headers: Headers) -> bool:

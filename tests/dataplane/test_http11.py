@@ -360,3 +360,54 @@ async def test_no_free_connection_within_the_connect_timeout_is_504(make_proxy: 
     resp = await raw_request(proxy.port, f"GET /x HTTP/1.1\r\n{HOST}Connection: close\r\n\r\n".encode())
     assert resp.status == 504 and resp.header("Content-Type") == "application/problem+json"
     assert (await slow).status == 200
+
+
+@pytest.fixture
+async def early_answer_upstream() -> AsyncIterator[int]:
+    """An upstream that answers 413 as soon as it has the head, then closes the
+    way servers do (a lingering close: it reads and drops what still comes for
+    a while, so that the answer is not lost to a reset)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+        await writer.drain()
+        writer.write_eof()
+        try:
+            async with asyncio.timeout(2):
+                while await reader.read(65536):
+                    pass
+        except (TimeoutError, ConnectionError):
+            pass
+        writer.close()
+
+    srv = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield srv.sockets[0].getsockname()[1]
+    srv.close()
+    await srv.wait_closed()
+
+
+async def test_an_early_answer_to_a_streamed_upload_reaches_the_client(early_answer_upstream: int) -> None:
+    proxy = await start_test_proxy(load_config_text(
+        f'upstreams: {{legacy: {{url: "http://127.0.0.1:{early_answer_upstream}"}}}}'))
+    try:
+        reader, writer = await _open(proxy.port)
+        writer.write(f"POST /up HTTP/1.1\r\n{HOST}Content-Length: {8 << 20}\r\n\r\n".encode() + b"z" * 65536)
+
+        async def upload() -> None:
+            block = b"z" * 65536
+            try:
+                for _ in range(127):
+                    writer.write(block)
+                    await writer.drain()
+            except ConnectionError:
+                pass  # the proxy closes once it answered: the rest of the body is not wanted
+
+        sending = asyncio.create_task(upload())
+        resp = await asyncio.wait_for(read_response(reader), 5)
+        assert resp.status == 413 and resp.body == b"too big!"
+        assert resp.header("Connection") == "close"  # the unread rest of the body ends the connection
+        sending.cancel()
+        writer.close()
+    finally:
+        await stop_test_proxy(proxy)
