@@ -1,8 +1,11 @@
 """The proxy's request handler: match -> choose side -> forward -> hand the shadow off.
 
-It runs behind the listener (listener.py: aiohttp's low-level server, no router, no middlewares): the
+It runs behind the listener (listener.py: an asyncio protocol on httptools, one
+:class:`~strangler_proxy.dataplane.listener.Request` per request, no framework
+objects) and forwards through the lean upstream connections (upstream.py): the
 raw request-target is the routing input and the forwarded target, so what is
-matched is exactly what is sent. See docs/proxy.md.
+matched is exactly what is sent. The handler writes the answer itself
+(``request.start/write/end``, or ``request.send`` for a whole one). See docs/proxy.md.
 
     runtime = ProxyRuntime(config)
     shadow = ShadowDispatcher(config.shadow, DiffComparator(), [], runtime)
