@@ -18,6 +18,7 @@ app = typer.Typer(
 
 def _register_all() -> None:
     from strangler_proxy.cli import (
+        cells_commands,
         db_commands,
         plan_commands,
         progress_commands,
@@ -34,6 +35,7 @@ def _register_all() -> None:
         db_commands,
         proxy_commands,
         upstream_commands,
+        cells_commands,
         plan_commands,
         traffic_commands,
         report_commands,

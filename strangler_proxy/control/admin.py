@@ -15,7 +15,8 @@ and request bodies every call shares).
     GET  /routes                 routes and fields: mode, percent, source, counters, guardrails;
                                  "unmatched": counters of requests no route matched
     GET  /config                 the running config, secrets hidden (control/config_view.py)
-    POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}
+    POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}; "cell": "c1" flips one cell
+    GET  /cells, /cells/which?key=  cells: weight, shares, health, per-cell modes; where a key goes
     GET  /upstreams[/{name}]     every endpoint: zone, priority, health, in flight, drained, pinned zone
     POST /upstreams/{name}/failover  {"zone": "eu-west", "reason": "..."} or {"auto": true, "reason": "..."}
     POST /upstreams/{name}/drain     {"endpoint": "http://10.0.0.2:8001", "reason": "..."} (and /undrain)
@@ -37,7 +38,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from strangler_proxy.config import Mode
-from strangler_proxy.control import admin_upstreams
+from strangler_proxy.control import admin_cells, admin_upstreams
 from strangler_proxy.control.admin_http import (
     WHO,
     error_response,
@@ -101,7 +102,7 @@ def check_bind(host: str, tokens: Mapping[str, str]) -> None:
 
 
 # The keys a flip body may carry; anything else is refused, as strangler.yaml refuses unknown fields.
-FLIP_KEYS = ("mode", "percent", "reason")
+FLIP_KEYS = ("mode", "percent", "reason", "cell")
 
 
 @web.middleware
@@ -182,7 +183,8 @@ async def _routes(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     counters = ctx.flips.runtime.route_counters()
     return web.json_response({"routes": _route_view(ctx, counters), "fields": _field_view(ctx),
-                              "unmatched": dict(counters.get(DEFAULT_ROUTE_LABEL, {}))})
+                              "unmatched": dict(counters.get(DEFAULT_ROUTE_LABEL, {})),
+                              "cells": admin_cells.route_cells(ctx.flips, ctx.guardrail_status)})
 
 
 async def _config(request: web.Request) -> web.Response:
@@ -205,6 +207,7 @@ async def _flip(request: web.Request) -> web.Response:
     ):
         return error_response(400, "bad_request", f'"percent" must be a whole number 0..100 (as in the file), got {percent!r}')
     reason = text_field(body, "reason")
+    name = admin_cells.flip_name(ctx.flips.config, name, body.get("cell"))
     try:
         outcome = await ctx.flips.flip(name, body["mode"], percent, who=request[WHO], reason=reason)
     except FlipError as exc:
@@ -258,6 +261,7 @@ def admin_app(ctx: AdminContext) -> web.Application:
     app.router.add_post("/routes/{name}/flip", _flip)
     if ctx.switches is not None:
         admin_upstreams.register(app, ctx.switches, ctx.endpoint_stats)
+    admin_cells.register(app, ctx.flips, ctx.guardrail_status, ctx.endpoint_stats)
     app.router.add_get("/audit", _audit)
     app.router.add_post("/reload", _reload)
     app.router.add_get("/metrics", _metrics)
