@@ -209,15 +209,17 @@ class ProxyHandler:
 
     async def _serve_graphql(self, request: BaseRequest, gateway: GraphQLGateway, config: StranglerConfig,
                              start: float) -> web.StreamResponse:
-        """The gateway answers; each field goes to its owner (see graphql/gateway.py)."""
+        """The gateway answers; each field goes to its owner (see graphql/gateway.py); with cells,
+        in the cell the request's key picks (the gateway reads the key: it may be an argument)."""
         disclose = may_disclose(config, request.headers)  # the running config's flag and tokens
-        response = await gateway.handle(request, disclose=disclose)  # type: ignore[arg-type]  # BaseRequest is enough
-        duration = time.perf_counter() - start
         runtime = self.runtime
-        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, response.status, duration)
+        response, cell = await gateway.respond(request, disclose=disclose,  # type: ignore[arg-type]  # BaseRequest is enough
+                                               cells=runtime.snapshot.cells)
+        duration = time.perf_counter() - start
+        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, response.status, duration, cell or "")
         runtime.counters(GRAPHQL_ROUTE).requests += 1
         runtime.access_log.emit(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, request.method, request.raw_path,
-                                response.status, duration, False, None)
+                                response.status, duration, False, None, cell)
         return response
 
     async def _serve_route(
