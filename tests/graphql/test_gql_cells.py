@@ -227,6 +227,11 @@ async def test_a_request_without_a_key_is_refused_or_goes_to_the_unkeyed_cell(
         assert calls(cells) == {}
         assert server.runtime.registry.get_sample_value("strangler_proxy_requests_total", {
             "route": "graphql", "mode": "gateway", "upstream": "graphql", "status": "400", "cell": ""}) == 1
+        # a cell the gateway did not start with (a reload added it): a clear 503, nothing fetched
+        assert server.graphql is not None
+        status, body = await server.graphql.execute(QUERY, cell="c9")
+        assert (status, body["errors"][0]["extensions"]["code"]) == (503, "CELL_NOT_SERVED")
+        assert calls(cells) == {}
     async with proxy(tmp_path, cells, unkeyed="c3") as server:
         for tenant in (None, ""):
             status, body = await ask(server, tenant=tenant)
