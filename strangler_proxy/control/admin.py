@@ -20,6 +20,8 @@ and request bodies every call shares).
     GET  /upstreams[/{name}]     every endpoint: zone, priority, health, in flight, drained, pinned zone
     POST /upstreams/{name}/failover  {"zone": "eu-west", "reason": "..."} or {"auto": true, "reason": "..."}
     POST /upstreams/{name}/drain     {"endpoint": "http://10.0.0.2:8001", "reason": "..."} (and /undrain)
+    GET  /rollouts[/{id}]        staggered rollouts over cells (POST /rollouts starts one;
+                                 POST /rollouts/{id}/pause|resume|abort; control/admin_rollouts.py)
     GET  /audit?name=&limit=     flips and switches, newest first
     POST /reload                 re-read strangler.yaml now (same as SIGHUP)
     GET  /metrics                Prometheus text format
@@ -38,7 +40,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from strangler_proxy.config import Mode
-from strangler_proxy.control import admin_cells, admin_upstreams
+from strangler_proxy.control import admin_cells, admin_rollouts, admin_upstreams
 from strangler_proxy.control.admin_http import (
     WHO,
     error_response,
@@ -51,6 +53,7 @@ from strangler_proxy.control.admin_upstreams import EndpointStats
 from strangler_proxy.control.config_view import config_view
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import file_value
+from strangler_proxy.control.rollout_driver import RolloutDriver
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from strangler_proxy.control.switches import SwitchService
 from strangler_proxy.disclosure import matching_token
@@ -77,6 +80,7 @@ class AdminContext:
     reload: Reload | None = None
     switches: SwitchService | None = None  # upstream failover and drain (absent: no /upstreams calls)
     endpoint_stats: EndpointStats | None = None  # what the endpoint pools know (health, in flight, latency)
+    rollouts: RolloutDriver | None = None  # staggered rollouts over cells (absent: no /rollouts calls)
 
 
 CONTEXT = web.AppKey("context", AdminContext)
@@ -262,6 +266,8 @@ def admin_app(ctx: AdminContext) -> web.Application:
     if ctx.switches is not None:
         admin_upstreams.register(app, ctx.switches, ctx.endpoint_stats)
     admin_cells.register(app, ctx.flips, ctx.guardrail_status, ctx.endpoint_stats)
+    if ctx.rollouts is not None:
+        admin_rollouts.register(app, ctx.rollouts)
     app.router.add_get("/audit", _audit)
     app.router.add_post("/reload", _reload)
     app.router.add_get("/metrics", _metrics)
