@@ -344,7 +344,8 @@ class RolloutDriver:
                 done[m.cell] = {"to": m.to.text(), "changed": False} if m.kind == "done" else {"left": m.note}
         final = State.ABORTED if r.aborting else State.ROLLED_BACK
         order = ", ".join(m.cell for m in moves)
-        message = f"{final.value.replace('_', ' ')}: {order or 'no cell'} restored ({why})"
+        cause = r.message.removeprefix("rolling back: ")
+        message = f"{final.value.replace('_', ' ')}: {order or 'no cell'} restored -- {cause}"
         await self._save(r, state=final, message=message,
                          events=[EventDraft(final.value, message, step=r.step, details={"cells": done})])
         log.warning("rollout #%d (%s) %s", r.id, name, message)
