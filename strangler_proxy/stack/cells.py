@@ -120,7 +120,12 @@ def cells_config_text(text: str, count: int, *, file: str = "strangler.yaml") ->
     stack = load_stack(config)
     own = _stack_upstreams(config, stack)
     shared = sorted(config.cell_upstreams_needed() - set(own))  # not run by the stack: every cell uses the same
-    block = port_block(port for port, _what in stack_ports(stack))
+    ports = [port for port, _what in stack_ports(stack)]
+    block = port_block(ports)
+    fits = (MAX_PORT - max(ports)) // block
+    if count > fits:
+        raise ConfigError(f"--cells {count}: cell k listens on the file's ports + k * {block}, and this stack's "
+                          f"reach {max(ports)}: at most {fits} cells fit under port {MAX_PORT}", file=file, field="cells")
     names = cell_names(count)
     cells = []
     for k, name in enumerate(names, start=1):
