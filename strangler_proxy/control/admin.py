@@ -265,7 +265,7 @@ def admin_app(ctx: AdminContext) -> web.Application:
     app.router.add_post("/routes/{name}/flip", _flip)
     if ctx.switches is not None:
         admin_upstreams.register(app, ctx.switches, ctx.endpoint_stats)
-    admin_cells.register(app, ctx.flips, ctx.guardrail_status, ctx.endpoint_stats)
+    admin_cells.register(app, ctx.flips, ctx.guardrail_status)
     if ctx.rollouts is not None:
         admin_rollouts.register(app, ctx.rollouts)
     app.router.add_get("/audit", _audit)

@@ -45,6 +45,7 @@ from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.control.admin_http import BadRequest, error_response
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import is_field
+from strangler_proxy.dataplane.health import EndpointStatus
 from strangler_proxy.routing.cells import SLOTS, CellTable, Placement, scoped, split_scoped
 
 TRAFFIC_WINDOW_S = 300.0
@@ -54,8 +55,6 @@ HEALTHY, DEGRADED, DOWN, NO_OWN = "healthy", "degraded", "down", "no upstreams o
 SOURCE_CELL, SOURCE_GLOBAL = "cell", "global"
 
 GuardrailStatus = Callable[[str], Mapping[str, Any] | None]
-# upstream name -> {endpoint URL -> what the pools know} (admin_upstreams.EndpointStats)
-EndpointStats = Callable[[str], Mapping[str, Mapping[str, Any]]]
 
 
 # ------------------------------------------------------------------ pure parts
@@ -196,21 +195,20 @@ def route_cells(flips: FlipService, status: GuardrailStatus | None) -> dict[str,
             for name in _names(config)}
 
 
-def _upstream_health(config: StranglerConfig, stats: EndpointStats | None, cell: str,
-                     own: list[str]) -> list[UpstreamHealth]:
+def upstream_health(statuses: list[EndpointStatus], cell: str, own: list[str]) -> list[UpstreamHealth]:
+    """The cell's own upstreams (``own``: their names without the cell) as the endpoint
+    board sees them (``statuses``: :meth:`EndpointBoard.describe`)."""
+    by_upstream: dict[str, list[EndpointStatus]] = {}
+    for st in statuses:
+        by_upstream.setdefault(st.upstream, []).append(st)
     out = []
     for base in own:
         name = scoped(base, cell)
-        upstream = config.upstreams.get(name)
-        if upstream is None:
+        eps = by_upstream.get(name)
+        if eps is None:
             continue
-        live = stats(name) if stats is not None else {}
-        serving = drained = 0
-        for e in upstream.endpoint_list:
-            seen = live.get(e.url) or {}
-            drained += bool(seen.get("drained"))
-            serving += bool(seen.get("healthy", True)) and not seen.get("drained")
-        out.append(UpstreamHealth(name, base, len(upstream.endpoint_list), serving, drained))
+        out.append(UpstreamHealth(name, base, len(eps), sum(e.healthy and not e.drained for e in eps),
+                                  sum(e.drained for e in eps)))
     return out
 
 
@@ -218,7 +216,6 @@ def _upstream_health(config: StranglerConfig, stats: EndpointStats | None, cell:
 class _Cells:
     flips: FlipService
     status: GuardrailStatus | None
-    stats: EndpointStats | None
     traffic: TrafficWindow
 
 
@@ -235,9 +232,10 @@ def cells_view(ctx: _Cells, now: float) -> dict[str, Any]:
     total_recent = sum(recent.values())
     key_shares = table.shares()
     names = _names(config)
+    statuses = flips.runtime.endpoints.describe(config)  # the board every pool of this proxy shares
     cells = []
     for cell in config.cells.cells:
-        health = _upstream_health(config, ctx.stats, cell.name, list(cell.upstreams))
+        health = upstream_health(statuses, cell.name, list(cell.upstreams))
         modes = [_mode_entry(flips, ctx.status, name, cell.name) for name in names]
         cells.append({
             "name": cell.name,
@@ -296,11 +294,10 @@ def _sampler(ctx: _Cells, every_s: float) -> Callable[[web.Application], AsyncIt
     return lifetime
 
 
-def register(app: web.Application, flips: FlipService, status: GuardrailStatus | None,
-             stats: EndpointStats | None, *, window_s: float = TRAFFIC_WINDOW_S,
-             sample_s: float = TRAFFIC_SAMPLE_S) -> None:
+def register(app: web.Application, flips: FlipService, status: GuardrailStatus | None, *,
+             window_s: float = TRAFFIC_WINDOW_S, sample_s: float = TRAFFIC_SAMPLE_S) -> None:
     """Add the cell calls to the admin application (before it is frozen)."""
-    ctx = _Cells(flips, status, stats, TrafficWindow(window_s))
+    ctx = _Cells(flips, status, TrafficWindow(window_s))
     app[CELLS] = ctx
     app.router.add_get("/cells", _list)
     app.router.add_get("/cells/which", _which)
