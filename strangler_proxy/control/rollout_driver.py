@@ -196,6 +196,9 @@ class RolloutDriver:
         if fresh is None or not fresh.active:
             return
         r = fresh
+        if (gone := self._gone(r)) is not None:
+            await self._stop_for(r, gone)
+            return
         action = next_action(r, self.clock())
         if action.kind == "apply":
             assert action.step is not None
@@ -207,6 +210,32 @@ class RolloutDriver:
             await self._rollback(r)
         elif action.kind == "complete":
             await self._complete(r)
+
+    def _gone(self, r: Rollout) -> str | None:
+        """Why the running config can no longer take this rollout (a reload removed its route
+        or one of its cells), or None."""
+        config = self.config
+        if file_value(config, r.spec.name) is None:
+            return f"{r.spec.name} was removed from the file (its per-cell overrides went with it)"
+        names = config.cells.names if config.cells is not None else ()
+        missing = [c for c in r.spec.cells if c not in names]
+        if missing:
+            return f"cell {', '.join(missing)} was removed from the file"
+        return None
+
+    async def _stop_for(self, r: Rollout, why: str) -> None:
+        """A rollout the file no longer allows: a removed route ends it (nothing is left to
+        restore); a removed cell pauses it (a person aborts it, or puts the cell back)."""
+        if file_value(self.config, r.spec.name) is None:
+            message = f"aborted: {why}"
+            await self._save(r, state=State.ABORTED, message=message, events=[EventDraft("aborted", message)])
+        elif r.state is State.ROLLING_BACK:
+            await self._rollback(r)  # the cells still there go back; the removed ones are noted
+            return
+        elif r.state is not State.PAUSED:
+            message = f"paused: {why} -- put it back and resume, or abort"
+            await self._save(r, state=State.PAUSED, message=message, events=[EventDraft("paused", message)])
+        log.warning("rollout #%d (%s): %s", r.id, r.spec.name, why)
 
     async def _save(self, r: Rollout, *, events: Sequence[EventDraft] = (), **changes: Any) -> Rollout:
         return await self.store.save(r, who=self.holder, events=events, holder=self.holder, now=self.clock(),
@@ -325,7 +354,8 @@ class RolloutDriver:
     async def _rollback(self, r: Rollout) -> None:
         name = r.spec.name
         followed = self._state(name)
-        current = {c: self._state(scoped(name, c)) for c in r.before}
+        names = self.config.cells.names if self.config.cells is not None else ()
+        current = {c: self._state(scoped(name, c)) for c in r.before if c in names}
         moves = rollback_moves(r, current, followed)
         why = "aborted" if r.aborting else "a gate failed"
         reason = f"rollout #{r.id} rolled back ({why}): {r.message.removeprefix('rolling back: ')}"

@@ -582,7 +582,7 @@ def rollback_moves(r: Rollout, current: Mapping[str, RouteState], followed: Rout
     """Undo the rollout: every cell it flipped (those with a recorded ``before``), in
     reverse order, back to its state before -- or, if it followed the route then, to the
     route's state now (``followed``), so it follows it again. A cell someone else
-    changed meanwhile is left as they set it.
+    changed meanwhile is left as they set it (and one a reload removed: it has no state).
 
     >>> spec = RolloutSpec("r", parse_target("extracted"), (("c1",), ("c2", "c3")), (), 0, 60, None, "rollback")
     >>> shadow, ext = RouteState(Mode.SHADOW, 0), RouteState(Mode.EXTRACTED, 0)
@@ -597,6 +597,9 @@ def rollback_moves(r: Rollout, current: Mapping[str, RouteState], followed: Rout
     for cell in reversed(touched):
         before = r.before[cell]
         to = norm(followed if before.followed else before.state)
+        if cell not in current:
+            moves.append(Move(cell, "leave", to, note=f"{cell} is no longer in the running config"))
+            continue
         now = norm(current[cell])
         if now == to:
             moves.append(Move(cell, "done", to))

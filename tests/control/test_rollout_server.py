@@ -337,3 +337,22 @@ async def test_the_cli_starts_shows_pauses_and_aborts(config_path: Path, sqlite_
         assert r.exit_code == 0 and '"name": "ratings"' in r.output
         r = await cli("rollout", "resume", "7", *where)
         assert r.exit_code == 1 and "no rollout #7" in r.output
+
+
+async def test_a_reload_that_removes_a_cell_pauses_the_rollout_and_abort_restores_the_rest(
+        config_path: Path, sqlite_url: str, cells: list[CellUpstreams]) -> None:
+    async with ProxyServer(config_path, port=0, admin_port=0, state_url=sqlite_url, watch=False) as server, \
+            httpx.AsyncClient(timeout=5) as client:
+        r = await admin(client, server, "POST", "/rollouts", json=start_body(waves="c1;c2,c3", bake="1h"))
+        rollout_id = r.json()["id"]
+        started = time.monotonic()
+        while server.flips.state("ratings@c1").text() != "canary 50%":
+            assert time.monotonic() - started < 10
+            await asyncio.sleep(0.05)
+        config_path.write_text(rollout_config(cells[:2]))
+        assert (await admin(client, server, "POST", "/reload")).status_code == 200
+        body = await wait_for_state(client, server, rollout_id, {"paused"}, timeout_s=10)
+        assert "cell c3 was removed from the file" in body["message"]
+        await admin(client, server, "POST", f"/rollouts/{rollout_id}/abort")
+        body = await wait_for_state(client, server, rollout_id, {"aborted"}, timeout_s=10)
+        assert server.flips.state("ratings@c1").text() == "shadow" and not server.flips.overrides()
