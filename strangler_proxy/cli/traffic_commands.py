@@ -6,11 +6,15 @@ HAR recording instead (:mod:`strangler_proxy.stack.har`) at its recorded pace
 (``--speed``), its writes only with ``--include-writes``; entries it cannot
 replay are named on stderr before anything is sent.
 
-With a ``cells:`` section in the config, every planned request carries a
-partition key (``cells.partition_key``: a header, query parameter or cookie)
-from a key set in which every cell has keys (:mod:`strangler_proxy.stack.keys`),
-so every cell gets about its weight's share; the keys per cell are printed
-first (``cells`` in ``--json``). A replay is sent as recorded.
+When the proxy runs cells, every planned request carries a partition key
+(``cells.partition_key``: a header, query parameter or cookie) from a key set
+in which every cell has keys (:mod:`strangler_proxy.stack.keys`), so every
+cell gets about its weight's share; the keys per cell are printed first
+(``cells`` in ``--json``). The cells are the config file's ``cells:`` section;
+a file without one (``strangler up --cells N`` runs a generated file beside
+strangler.yaml) is completed by the running proxy's: its admin API's
+``GET /config``, found as ``strangler routes`` finds it. A replay is sent as
+recorded.
 
 A progress bar while it runs, then a table per request kind (requests, ok,
 errors, p50/p99) and the totals (statuses, achieved rate, schedule lag, what
@@ -32,12 +36,14 @@ from pathlib import Path
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from strangler_proxy.cli.admin_client import admin_get
 from strangler_proxy.cli.common import ConfigOption, config_and_stack, one_line
 from strangler_proxy.config import CellsConfig
 from strangler_proxy.errors import HarError, StranglerError
@@ -69,6 +75,8 @@ EXIT_FAILED = 1
 EXIT_PROBLEM = 2
 # Refused entries named one per line on stderr; past this many, a count (--json lists every one).
 SHOWN_PROBLEMS = 20
+# Asking the running proxy for its cells (a file without them) must not hold a run up.
+ADMIN_TIMEOUT_S = 2.0
 # Options of the generated mix and of a replay: neither takes the other's.
 MIX_OPTIONS = ("rate", "duration", "seed", "titles", "graphql_share", "vote_share", "config")
 REPLAY_OPTIONS = ("speed", "include_writes", "host")
@@ -117,13 +125,25 @@ class Keying:
     spec: str  # cells.partition_key
     keys: tuple[str, ...]
     per_cell: dict[str, int]  # keys each cell owns
+    source: str  # where the cells were read: the file, or the proxy's admin API
 
     def as_json(self) -> dict[str, object]:
-        return {"partition_key": self.spec, "keys": len(self.keys), "keys_per_cell": self.per_cell}
+        return {"partition_key": self.spec, "keys": len(self.keys), "keys_per_cell": self.per_cell,
+                "from": self.source}
 
 
-def _keying(cells: CellsConfig | None) -> Keying | None:
-    """Keys over the cells of the config, or None (no cells, or a key the requests carry themselves)."""
+def _running_cells(config: str) -> tuple[CellsConfig | None, str]:
+    """The running proxy's cells (its admin API's ``GET /config``); None when it has none or does not answer."""
+    answer = admin_get(config, None, None, "/config", timeout_s=ADMIN_TIMEOUT_S)
+    try:
+        found = answer.body["config"]["cells"] if answer.ok else None
+        return (CellsConfig.model_validate(found), f"the proxy's admin API ({answer.url})") if found else (None, "")
+    except (KeyError, TypeError, ValidationError):  # not the answer of a proxy with cells
+        return None, ""
+
+
+def _keying(cells: CellsConfig | None, source: str) -> Keying | None:
+    """Keys over the cells, or None (no cells, or a key the requests carry themselves)."""
     if cells is None:
         return None
     problem = key_placement(cells.partition_key)
@@ -139,7 +159,7 @@ def _keying(cells: CellsConfig | None) -> Keying | None:
     counts = {cell: 0 for cell in table.names}
     for key in keys:
         counts[table.cell_of(key)] += 1
-    return Keying(cells.partition_key, keys, counts)
+    return Keying(cells.partition_key, keys, counts, source)
 
 
 def _factory(config: str) -> tuple[PlanFactory, CellsConfig | None]:
@@ -334,10 +354,11 @@ def register(app: typer.Typer) -> None:
             options = TrafficOptions(rate=rate, duration_s=duration, concurrency=concurrency, timeout_s=timeout)
             settings = PlanSettings(seed=seed, size=titles, graphql_share=graphql_share, write_share=vote_share)
             factory, cells = _factory(config)
-            keying = _keying(cells)
+            keying = _keying(*((cells, config) if cells is not None else _running_cells(config)))
             if keying is not None and not as_json:
                 spread = ", ".join(f"{cell} {n}" for cell, n in keying.per_cell.items())
-                console.print(f"cells: {len(keying.keys)} keys in {keying.spec} ({spread})", highlight=False)
+                console.print(f"cells (from {keying.source}): {len(keying.keys)} keys in {keying.spec} ({spread})",
+                              highlight=False)
             steady = _steady(options, factory, settings, keying)
             summary = asyncio.run(_run(url.rstrip("/"), concurrency, timeout, steady, show_progress=not as_json))
         if as_json:

@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 
 from extracted_services.common import monolith_tables as mono
 from extracted_services.ratings import models as ratings_models
-from legacy_monolith.traffic_plan import Catalogue, TrafficPlan
 from strangler_proxy.cli.main import _register_all, app
 from strangler_proxy.cli.stack_commands import taken_ports, up_components, write_cells_config
 from strangler_proxy.config import load_config, load_config_text
@@ -36,7 +35,7 @@ from strangler_proxy.stack.cells import cell_ports, cells_config_text, port_bloc
 from strangler_proxy.stack.components import StackOptions, run_stack
 from strangler_proxy.stack.keys import KeyedPlan, carrying, cell_keys, key_placement, keyed
 from strangler_proxy.stack.registry import cell_database_url, load_stack, one_stack
-from strangler_proxy.stack.traffic import PlannedRequest, TrafficOptions, run_traffic
+from strangler_proxy.stack.traffic import PlannedRequest
 
 _register_all()
 REPO = Path(__file__).resolve().parents[2]
@@ -318,13 +317,16 @@ async def test_two_cells_run_apart_behind_one_proxy(cells: Cells, tmp_path: Path
         refused = await http.put(f"{cells.url('ratings', 'c2')}/admin/rounding", json={"rounding": "half-up"})
         assert refused.status_code == 400 and "legacy, one-decimal" in refused.text
 
-    # Traffic keyed over the cells: both cells' monoliths get requests through the proxy.
-    assert config.cells is not None
-    keys = cell_keys(cells.table)
-    plan = KeyedPlan(TrafficPlan(1, Catalogue.of(TITLES), vote_share=0.1), "header:X-Tenant", keys, 1)
-    async with httpx.AsyncClient(base_url=cells.proxy, timeout=10) as client:
-        summary = await run_traffic(TrafficOptions(rate=100, duration_s=1.5), plan, client)
-    assert summary.errors == 0, summary.error_reasons()
+    # `strangler traffic` with strangler.yaml (no cells: section) keys its requests by the running
+    # proxy's cells (its admin API): both cells get requests through the proxy.
+    result = await asyncio.to_thread(CliRunner().invoke, app, [
+        "traffic", "--url", cells.proxy, "--rate", "100", "--duration", "1.5", "--json",
+        "--config", str(tmp_path / "strangler.yaml")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["errors"] == 0 and summary["cells"]["partition_key"] == "header:X-Tenant"
+    assert summary["cells"]["from"].startswith("the proxy's admin API")
+    assert min(summary["cells"]["keys_per_cell"].values()) >= 4
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as admin:
         metrics = (await admin.get(f"{cells.admin}/metrics")).text
     served = {cell: 0.0 for cell in ("c1", "c2")}
@@ -332,7 +334,7 @@ async def test_two_cells_run_apart_behind_one_proxy(cells: Cells, tmp_path: Path
         found = re.match(r'strangler_proxy_requests_total\{.*cell="(c\d)".*\} ([0-9.e+]+)$', line)
         if found:
             served[found[1]] += float(found[2])
-    assert all(n >= 0.2 * summary.sent for n in served.values()), (served, summary.sent)
+    assert all(n >= 0.2 * summary["sent"] for n in served.values()), (served, summary["sent"])
 
 
 async def test_backfill_and_sync_address_one_cell(cells: Cells) -> None:
@@ -361,3 +363,6 @@ async def test_backfill_and_sync_address_one_cell(cells: Cells) -> None:
     assert code == 1 and "say which with --cell" in out
     code, out = await asyncio.to_thread(cli, "sync", "ratings", "--cell", "c3", "--once")
     assert code == 1 and "no such cell 'c3'" in out
+    # The generated file's own cells key the traffic too.
+    code, out = await asyncio.to_thread(cli, "traffic", "--url", cells.proxy, "--duration", "0.5", "--json")
+    assert code == 0 and json.loads(out)["cells"]["from"] == str(cells.config), out
