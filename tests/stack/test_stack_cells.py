@@ -10,6 +10,7 @@ of its own, and one proxy that sends each X-Tenant key to its cell.
 from __future__ import annotations
 
 import asyncio
+import doctest
 import json
 import random
 import re
@@ -17,6 +18,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -25,12 +27,16 @@ from typer.testing import CliRunner
 
 from extracted_services.common import monolith_tables as mono
 from extracted_services.ratings import models as ratings_models
+from extracted_services.ratings import settings as ratings_settings
 from strangler_proxy.cli.main import _register_all, app
 from strangler_proxy.cli.stack_commands import taken_ports, up_components, write_cells_config
 from strangler_proxy.config import load_config, load_config_text
 from strangler_proxy.databases import make_engine
 from strangler_proxy.errors import ConfigError
 from strangler_proxy.routing.cells import CellTable
+from strangler_proxy.stack import cells as stack_cells
+from strangler_proxy.stack import keys as stack_keys
+from strangler_proxy.stack import registry as stack_registry
 from strangler_proxy.stack.cells import cell_ports, cells_config_text, port_block
 from strangler_proxy.stack.components import StackOptions, run_stack
 from strangler_proxy.stack.keys import KeyedPlan, carrying, cell_keys, key_placement, keyed
@@ -52,6 +58,12 @@ VOTER = "cells-test-user"
 
 
 # ------------------------------------------------------------------ the config
+@pytest.mark.parametrize("module", [stack_cells, stack_keys, stack_registry, ratings_settings])
+def test_the_examples_in_the_docstrings_hold(module: ModuleType) -> None:
+    failed, attempted = doctest.testmod(module)
+    assert attempted > 0 and failed == 0
+
+
 def test_the_shipped_file_becomes_three_cells_on_the_documented_ports() -> None:
     text = cells_config_text((REPO / "strangler.yaml").read_text(), 3)
     config = load_config_text(text)
