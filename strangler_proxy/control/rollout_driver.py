@@ -335,10 +335,10 @@ class RolloutDriver:
             cell_name = scoped(name, cell)
             s = summaries.get(key)
             now = self._state(cell_name)
-            stored = self.flips.stored(cell_name)
             changed_by = None
-            if now != step.state:
-                changed_by = f"{stored.updated_by if stored else 'the file'} (now {now.text()})"
+            if now != step.state:  # the guardrails' rollback, or a person: the audit log knows who
+                last = await self.flips.audit(name=cell_name, limit=1)
+                changed_by = f"{last[0].who if last else 'the file'} (now {now.text()})"
             guard = self.guardrail_status(cell_name) if self.guardrail_status else None
             out.append(CellFigures(
                 cell=cell,

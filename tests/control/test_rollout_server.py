@@ -58,7 +58,7 @@ async def cell_upstreams(catch_all: Callable[..., Awaitable[int]]) -> list[CellU
     return cells
 
 
-def rollout_config(cells: list[CellUpstreams]) -> str:
+def rollout_config(cells: list[CellUpstreams], *, min_samples: int = 20, guardrails: str = "{enabled: false}") -> str:
     listed = "".join(
         f'    - {{name: {c.name}, upstreams: {{legacy: "http://127.0.0.1:{c.legacy_port}", '
         f'ratings: "http://127.0.0.1:{c.ratings_port}"}}}}\n' for c in cells)
@@ -70,8 +70,8 @@ proxy:
   state_poll_interval_s: 0.1
 upstreams: {{legacy: {{timeout_s: 2}}, ratings: {{timeout_s: 2}}}}
 store: {{bucket_s: 1, flush_interval_s: 0.1}}
-readiness: {{min_samples: 20, max_mismatch_rate: 0.2, max_error_rate: 0.1, latency_factor: 1000}}
-guardrails: {{enabled: false}}
+readiness: {{min_samples: {min_samples}, max_mismatch_rate: 0.2, max_error_rate: 0.1, latency_factor: 1000}}
+guardrails: {guardrails}
 routes:
   - {{name: ratings, path: "/api/titles/{{id}}/ratings", target: ratings, mode: shadow}}
 cells:
@@ -356,3 +356,35 @@ async def test_a_reload_that_removes_a_cell_pauses_the_rollout_and_abort_restore
         await admin(client, server, "POST", f"/rollouts/{rollout_id}/abort")
         body = await wait_for_state(client, server, rollout_id, {"aborted"}, timeout_s=10)
         assert server.flips.state("ratings@c1").text() == "shadow" and not server.flips.overrides()
+
+
+async def test_a_cell_the_guardrails_roll_back_fails_the_step_and_the_rollout_rolls_back_the_rest(
+        tmp_path: Path, sqlite_url: str, cells: list[CellUpstreams]) -> None:
+    # The rollout's own gate wants far more samples than the guardrails' window: the guardrails act first.
+    path = tmp_path / "guarded.yaml"
+    path.write_text(rollout_config(cells, min_samples=100_000,
+                                   guardrails="{min_samples: 10, window_s: 30, max_mismatch_rate: 0.1}"))
+    cells[2].diverging = True
+    stop = asyncio.Event()
+    async with ProxyServer(path, port=0, admin_port=0, state_url=sqlite_url, watch=False) as server, \
+            httpx.AsyncClient(timeout=5) as client:
+        load = asyncio.create_task(traffic(lambda: server.url, stop))
+        try:
+            r = await admin(client, server, "POST", "/rollouts", json=start_body(waves="c1,c3", to="canary:50", steps="",
+                                                                                 bake="0s"))
+            body = await wait_for_state(client, server, r.json()["id"], {"rolled_back", "paused"})
+        finally:
+            stop.set()
+            await load
+        assert body["state"] == "rolled_back", body["message"]
+        # The gate saw the guardrails rolling c3 back, or c3 already rolled back by them.
+        assert ("c3: changed meanwhile by guardrails (now shadow)" in body["message"]
+                or "c3: the guardrails are rolling it back" in body["message"]), body["message"]
+        entries = await server.flips.audit(limit=50)
+        rollout_rows = audit_rows(entries, f"rollout:{r.json()['id']}")
+        # c3 went back once (by whichever of the two got there first), and c1 after it.
+        c3_back = audit_rows(entries, "guardrails") + [row for row in rollout_rows if row[0] == "ratings@c3"
+                                                        and row[1] == "rollback"]
+        assert c3_back == [("ratings@c3", "rollback", "canary 50%", "shadow")]
+        assert rollout_rows[-1] == ("ratings@c1", "rollback", "canary 50%", "shadow")
+        assert not server.flips.overrides()
