@@ -563,11 +563,14 @@ def cell_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, dura
     script = tmp / "tenants.lua"
     script.write_text(TENANTS_LUA)
 
+    def cells(n: int) -> str:
+        return f"{n} cell{'s' if n > 1 else ''}" if n else "no cells"
+
     def side(n: int) -> Side:
-        return Side(f"legacy, {n or 'no'} cells c=32", (port,), n)
+        return Side(f"legacy, {cells(n)} c=32", (port,), n)
 
     paired_rows(stack, tmp, results, pairs, duration, (side(counts[0]), side(counts[1])),
-                f"choosing the cell ({counts[1] or 'no'} cells vs {counts[0] or 'none'})", CELL_CHOICE, script)
+                f"choosing the cell ({cells(counts[1])} vs {cells(counts[0])})", CELL_CHOICE, script)
 
 
 class Stack:
