@@ -34,6 +34,12 @@ one's CPU per request and the median of the rounds' differences.
 ``--calibrate`` puts one endpoint on both sides: what the method reads when
 nothing differs (its noise and bias).
 
+The cell rows (``--only cells``) measure what a ``cells:`` section costs, the
+same way: one proxy without it, one with 16 cells (``--cells N``) keyed by the
+``X-Tenant`` header, every cell's upstreams the same upstream process; both
+loads name 10,000 tenants in turn (a wrk Lua script of prebuilt requests).
+``--calibrate`` puts no cells on both sides.
+
 The fixed-rate rows drive the proxy with ``hey -q`` at the same offered rate
 (30 % of the slower proxy mode's saturation throughput, at most 2000/s,
 unless ``--rate``) in
