@@ -50,7 +50,11 @@ def rollout(s: RolloutSpec, *, state: State = State.RUNNING, step: int = 0, phas
 def test_the_doctests_pass() -> None:
     import doctest
 
-    assert doctest.testmod(rollouts).failed == 0
+    from strangler_proxy.control import rollout_driver
+
+    for module in (rollouts, rollout_driver):
+        failed, attempted = doctest.testmod(module)
+        assert failed == 0 and attempted > 0, module.__name__
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("300", 300), ("30s", 30), ("5m", 300), ("1h", 3600),
