@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from strangler_proxy.config import Mode, ReadinessConfig
-from strangler_proxy.control.readiness import Z_95, wilson_upper
+from strangler_proxy.control.readiness import Z_95, too_slow, wilson_upper
 from strangler_proxy.errors import StranglerError
 from strangler_proxy.routing.router import RouteState
 from strangler_proxy.store.counts import VerdictCounts
@@ -304,11 +304,12 @@ class GateRules:
     max_mismatch_rate: float
     max_error_rate: float
     latency_factor: float
+    latency_slack_s: float = 0.010
 
     @classmethod
     def of(cls, readiness: ReadinessConfig, min_samples: int | None) -> GateRules:
         return cls(min_samples or readiness.min_samples, readiness.max_mismatch_rate, readiness.max_error_rate,
-                   readiness.latency_factor)
+                   readiness.latency_factor, readiness.latency_slack_ms / 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,8 +406,11 @@ def judge_cell(f: CellFigures, rules: GateRules, *, overdue: bool = False) -> Ce
         failed.append(f"candidate errors {error_rate:.2%} >= {rules.max_error_rate:.2%}")
     if lower is not None and mismatch_rate is not None and lower > rules.max_mismatch_rate:
         failed.append(f"mismatch rate {mismatch_rate:.2%} (lower bound {lower:.2%}) > {rules.max_mismatch_rate:.2%}")
-    if ratio is not None and ratio > rules.latency_factor:
-        failed.append(f"candidate p99 {ratio:.2f}x legacy's > {rules.latency_factor:g}x")
+    if ratio is not None and too_slow(f.legacy_p99_s or 0.0, f.candidate_p99_s or 0.0, rules.latency_factor,
+                                      rules.latency_slack_s):
+        failed.append(f"candidate p99 {ratio:.2f}x legacy's > {rules.latency_factor:g}x and "
+                      f"+{_ms((f.candidate_p99_s or 0.0) - (f.legacy_p99_s or 0.0))} ms > "
+                      f"+{rules.latency_slack_s * 1000:g} ms")
     if failed:
         return verdict("fail", *failed)
     if upper is not None and upper >= rules.max_mismatch_rate:
