@@ -81,15 +81,25 @@ cells:
 
 
 async def traffic(url: Callable[[], str], stop: asyncio.Event, *, limit: int = 20_000) -> int:
-    """GETs with 60 tenants in turn (so every cell gets some) until ``stop`` or ``limit``."""
-    sent = 0
+    """GETs with 60 tenants in turn (so every cell gets some) until ``stop`` or ``limit`` answered;
+    returns how many were answered.
+
+    Only answers count, and a round without one waits a little: while no proxy listens at
+    ``url()`` (one stopped, or its successor not started yet, whose url is ``http://:0``) every
+    request fails at once, and counting those spent the whole limit in a second or so of
+    spinning -- the load then ended before a restarted proxy was up."""
+    answered = n = 0
     async with httpx.AsyncClient(timeout=5) as client:
-        while not stop.is_set() and sent < limit:
-            await asyncio.gather(*(client.get(f"{url()}/api/titles/tt{sent + i}/ratings",
-                                              headers={"X-Tenant": f"tenant-{(sent + i) % 60}"})
-                                   for i in range(8)), return_exceptions=True)
-            sent += 8
-    return sent
+        while not stop.is_set() and answered < limit:
+            results = await asyncio.gather(*(client.get(f"{url()}/api/titles/tt{n + i}/ratings",
+                                                        headers={"X-Tenant": f"tenant-{(n + i) % 60}"})
+                                             for i in range(8)), return_exceptions=True)
+            n += 8
+            got = sum(isinstance(r, httpx.Response) for r in results)
+            answered += got
+            if not got:
+                await asyncio.sleep(0.05)
+    return answered
 
 
 async def admin(client: httpx.AsyncClient, server: ProxyServer, method: str, path: str, **kwargs: Any
