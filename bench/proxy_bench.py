@@ -34,6 +34,12 @@ one's CPU per request and the median of the rounds' differences.
 ``--calibrate`` puts one endpoint on both sides: what the method reads when
 nothing differs (its noise and bias).
 
+The cell rows (``--only cells``) measure what a ``cells:`` section costs, the
+same way: one proxy without it, one with 16 cells (``--cells N``) keyed by the
+``X-Tenant`` header, every cell's upstreams the same upstream process; both
+loads name 10,000 tenants in turn (a wrk Lua script of prebuilt requests).
+``--calibrate`` puts no cells on both sides.
+
 The fixed-rate rows drive the proxy with ``hey -q`` at the same offered rate
 (30 % of the slower proxy mode's saturation throughput, at most 2000/s,
 unless ``--rate``) in
@@ -144,10 +150,22 @@ def legacy_upstream(ports: list[int]) -> str:
     return f"{{endpoints: [{endpoints}]}}"
 
 
-def write_config(workdir: Path, legacy: list[int], candidate: int, mode: str) -> Path:
+def cells_section(cells: int, legacy: list[int], candidate: int) -> str:
+    """A ``cells:`` section of ``cells`` cells keyed by ``X-Tenant``, each giving the
+    same legacy and candidate upstreams: the backends stay those of a proxy without cells."""
+    if not cells:
+        return ""
+    cand = f'{{url: "http://127.0.0.1:{candidate}"}}'
+    listed = "".join(f"    - {{name: c{i}, upstreams: {{legacy: {legacy_upstream(legacy)}, candidate: {cand}}}}}\n"
+                     for i in range(cells))
+    return f"cells:\n  partition_key: header:{TENANT_HEADER}\n  cells:\n{listed}"
+
+
+def write_config(workdir: Path, legacy: list[int], candidate: int, mode: str, cells: int = 0) -> Path:
     """The bench's strangler.yaml: a realistic table of a few specific routes,
     and the benchmark's path either unmatched (legacy pass-through) or caught
-    by a shadowing catch-all that mirrors writes as dry runs (the POST rows)."""
+    by a shadowing catch-all that mirrors writes as dry runs (the POST rows);
+    ``cells``: that many cells (:func:`cells_section`), or none."""
     catch_all = "legacy" if mode == "legacy" else "shadow, shadow_writes: dry-run"
     config = workdir / "strangler.yaml"
     config.write_text(f"""
@@ -163,14 +181,15 @@ routes:
       partition_key: "path:id"}}
   - {{name: people, path: "/api/people/{{id}}", target: candidate, mode: extracted}}
   - {{name: bench, path: "/bench/{{*rest}}", target: candidate, mode: {catch_all}}}
-""")
+{cells_section(cells, legacy, candidate)}""")
     return config
 
 
-def serve_proxy(port: int, legacy: list[int], candidate: int, mode: str, log_path: str) -> None:
+def serve_proxy(port: int, legacy: list[int], candidate: int, mode: str, log_path: str, cells: int = 0) -> None:
     """The real assembled proxy (``ProxyServer``): the diff engine compares every
     mirrored pair and the results store writes them (SQLite) -- what users run.
-    ``legacy``: the legacy upstream's ports (several: one endpoint each)."""
+    ``legacy``: the legacy upstream's ports (several: one endpoint each); ``cells``:
+    that many cells (:func:`cells_section`), or none."""
     import tempfile
 
     import uvloop
@@ -182,7 +201,7 @@ def serve_proxy(port: int, legacy: list[int], candidate: int, mode: str, log_pat
     # A realistic table: a few specific routes, and the benchmark's path either
     # unmatched (legacy pass-through) or caught by a shadowing catch-all.
     workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
-    config = write_config(workdir, legacy, candidate, mode)
+    config = write_config(workdir, legacy, candidate, mode, cells)
 
     async def main() -> None:
         handler = write_access_log_to(log_path)
@@ -378,21 +397,25 @@ def _ms(text: str) -> float:
 
 # The POST rows' body: 66 bytes of JSON, as in the issue's measurements.
 POST_BODY = '{"title":"tt0000001","value":7,"user":"u-0001","note":"bench vot"}'
-POST_SCRIPT = f"""wrk.method = "POST"
+POST_LUA = f"""wrk.method = "POST"
 wrk.body = '{POST_BODY}'
 wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def _wrk(port: int, conns: int, duration: float, post: bool = False) -> tuple[float, float, float, int]:
-    script: list[str] = []
-    if post:
-        path = Path(tempfile.gettempdir()) / "strangler-bench-post.lua"
-        path.write_text(POST_SCRIPT)
-        script = ["-s", str(path)]
+def post_script() -> Path:
+    """The POST rows' wrk script (:data:`POST_LUA`), written to the temporary directory."""
+    path = Path(tempfile.gettempdir()) / "strangler-bench-post.lua"
+    path.write_text(POST_LUA)
+    return path
+
+
+def _wrk(port: int, conns: int, duration: float, script: Path | None = None) -> tuple[float, float, float, int]:
+    """``wrk`` at full speed; ``script``: a Lua script that shapes the requests (:data:`TENANTS_LUA`,
+    :data:`POST_LUA`)."""
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency", *script,
-         f"http://127.0.0.1:{port}/bench/item?id=1"],
+        ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{int(duration)}s", "--latency",
+         *(["-s", str(script)] if script else []), f"http://127.0.0.1:{port}/bench/item?id=1"],
         capture_output=True, text=True, check=True,
     ).stdout
     lines = out.splitlines()
@@ -426,7 +449,7 @@ def _hey(port: int, rate: int, duration: float) -> tuple[float, float, float, in
 
 
 def measure_once(port: int, load: tuple[str, int], duration: float, proxy_pid: int | None,
-                 upstream_port: int) -> Run:
+                 upstream_port: int, script: Path | None = None) -> Run:
     conns_before = upstream_conns(upstream_port)
     pids = descendants(proxy_pid) if proxy_pid else []
     cpu0, core0 = cpu_seconds(pids), core_busy_seconds(PROXY_CPU)
@@ -434,7 +457,7 @@ def measure_once(port: int, load: tuple[str, int], duration: float, proxy_pid: i
     if kind == "hey":
         rps, p50, p99, reqs = _hey(port, n, duration)
     else:
-        rps, p50, p99, reqs = _wrk(port, n, duration, post=kind == "wrk-post")
+        rps, p50, p99, reqs = _wrk(port, n, duration, post_script() if kind == "wrk-post" else script)
     cpu1, core1 = cpu_seconds(pids), core_busy_seconds(PROXY_CPU)
     conns = upstream_conns(upstream_port) - conns_before - 1  # minus our own /__conns probe
     cpu = (cpu1 - cpu0) / reqs * 1e6 if pids and reqs else None
@@ -457,15 +480,33 @@ def median_run(runs: list[Run]) -> Run:
 
 ENDPOINTS = 3  # the endpoint rows: one endpoint vs this many
 ENDPOINT_CHOICE = "endpoint choice"  # results key of the difference
+CELLS = 16  # the cell rows: no cells section vs this many cells
+CELL_CHOICE = "cell choice"  # results key of the difference
+TENANT_HEADER, TENANTS = "X-Tenant", 10_000
+# The cell rows' load: every request names one of TENANTS tenants in turn (prebuilt, so wrk's
+# own cost stays that of a fixed request), spreading the keys over every cell.
+TENANTS_LUA = f"""
+local requests, n = {{}}, 0
+function init(args)
+  for i = 1, {TENANTS} do
+    requests[i] = wrk.format(nil, nil, {{["{TENANT_HEADER}"] = "tenant-" .. i}})
+  end
+end
+function request()
+  n = n % #requests + 1
+  return requests[n]
+end
+"""
 
 
-def measure_together(targets: list[tuple[int, int]], duration: float, upstream: int) -> list[Run]:
+def measure_together(targets: list[tuple[int, int]], duration: float, upstream: int,
+                     script: Path | None = None) -> list[Run]:
     """:func:`measure_once` on several proxies (port, pid) at the same time, each with its own wrk."""
     out: list[Run | Exception | None] = [None] * len(targets)
 
     def one(i: int) -> None:
         try:
-            out[i] = measure_once(targets[i][0], ("wrk", 32), duration, targets[i][1], upstream)
+            out[i] = measure_once(targets[i][0], ("wrk", 32), duration, targets[i][1], upstream, script)
         except Exception as exc:  # raised again below, in the caller's thread
             out[i] = exc
 
@@ -482,51 +523,97 @@ def measure_together(targets: list[tuple[int, int]], duration: float, upstream: 
     return runs
 
 
-def endpoint_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float,
-                  counts: tuple[int, int] = (1, ENDPOINTS)) -> None:
-    """What choosing an endpoint costs: legacy pass-through with the legacy
-    upstream as one ``url:`` and as ``ENDPOINTS`` endpoints (one upstream
-    process on that many ports).
+@dataclass(frozen=True)
+class Side:
+    """One of the two proxies of a paired comparison."""
+
+    label: str  # its row, e.g. "legacy, 3 endpoints c=32"
+    legacy: tuple[int, ...]  # the legacy upstream's ports (several: one endpoint each)
+    cells: int = 0  # cells in its config (0: no cells section)
+
+
+def paired_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float,
+                sides: tuple[Side, Side], what: str, key: str, script: Path | None = None) -> None:
+    """What the second side costs over the first: two proxies in legacy pass-through
+    that differ only as ``sides`` say, on the same upstream process.
 
     Each of ``pairs`` rounds starts both proxies afresh and loads them *at the
-    same time* (a wrk each, c=32), sharing CPU 0, then stops them: whatever
-    else the box does in a run hits both alike (on a shared VM, runs in turns
-    drift by +-15 % from one to the next, far more than the difference), and
-    what makes one process a few percent faster than an identical one (hash
-    seed, memory layout: a steady 3-8 us here) changes sides from round to
-    round instead of biasing every run; the median of the rounds' differences
-    is printed. Sharing a core costs each proxy some batching, so both figures
-    are above the solo rows'. ``counts``: the endpoints of the two proxies
-    (``--calibrate``: one and one, the method's own noise).
+    same time* (a wrk each, c=32, shaped by ``script``), sharing CPU 0, then
+    stops them: whatever else the box does in a run hits both alike (on a
+    shared VM, runs in turns drift by +-15 % from one to the next, far more
+    than the difference), and what makes one process a few percent faster than
+    an identical one (hash seed, memory layout: a steady 3-8 us here) changes
+    sides from round to round instead of biasing every run; the median of the
+    rounds' differences is printed as ``what`` and kept as ``results[key]``.
+    Sharing a core costs each proxy some batching, so both figures are above
+    the solo rows'.
     """
-    ports = [free_port() for _ in range(max(counts))]
-    stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", *map(str, ports)], ports[0])
-    for port in ports[1:]:
-        wait_port(port)
     nowhere = free_port()  # the candidate: never asked in legacy mode
+    upstream = sides[0].legacy[0]
     rounds: list[list[Run]] = []
     for r in range(pairs):
         procs: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
         for i in (0, 1) if r % 2 == 0 else (1, 0):  # which one starts first changes too
-            port = free_port()
+            port, side = free_port(), sides[i]
             procs[i] = port, stack.start(PROXY_CPU, [PY, __file__, "--serve-proxy", str(port),
-                                                     ",".join(map(str, ports[:counts[i]])), str(nowhere), "legacy",
-                                                     str(tmp / f"endpoints-{r}-{i}.log")], port)
+                                                     ",".join(map(str, side.legacy)), str(nowhere), "legacy",
+                                                     str(tmp / f"{key.replace(' ', '-')}-{r}-{i}.log"),
+                                                     str(side.cells)], port)
         targets = [(procs[i][0], procs[i][1].pid) for i in (0, 1)]
-        measure_together(targets, 1, ports[0])  # warm-up: pooled connections, caches
-        rounds.append(measure_together(targets, duration, ports[0]))
+        measure_together(targets, 1, upstream, script)  # warm-up: pooled connections, caches
+        rounds.append(measure_together(targets, duration, upstream, script))
         for i in (0, 1):
             stack.stop(procs[i][1])
-    for i, n in enumerate(counts):
+    for i, side in enumerate(sides):
         rs = [pair[i] for pair in rounds]
-        m = results[f"strangler legacy {n} endpoint{'s' if n > 1 else ''} c=32 #{i}"] = median_run(rs)
+        m = results[f"strangler {side.label} #{i}"] = median_run(rs)
         assert m.cpu_us is not None
-        print(f"  {'legacy, ' + str(n) + ' endpoint' + ('s' if n > 1 else '') + ' c=32':<30} {m.rps:7.0f} req/s "
-              f"({min(r.rps for r in rs):.0f}..{max(r.rps for r in rs):.0f})  cpu {m.cpu_us:6.1f} us/req", flush=True)
+        print(f"  {side.label:<30} {m.rps:7.0f} req/s ({min(r.rps for r in rs):.0f}..{max(r.rps for r in rs):.0f})"
+              f"  cpu {m.cpu_us:6.1f} us/req", flush=True)
     cpu = sorted((b.cpu_us or 0.0) - (a.cpu_us or 0.0) for a, b in rounds)  # both have a pid
-    results[ENDPOINT_CHOICE] = Run(0, 0, 0, 0, statistics.median(cpu), None, None)
-    print(f"  choosing an endpoint ({counts[1]} endpoints vs {counts[0]}): {statistics.median(cpu):+.1f} us CPU per "
-          f"request (median of {pairs} rounds, {cpu[0]:+.1f}..{cpu[-1]:+.1f})", flush=True)
+    results[key] = Run(0, 0, 0, 0, statistics.median(cpu), None, None)
+    print(f"  {what}: {statistics.median(cpu):+.1f} us CPU per request (median of {pairs} rounds, "
+          f"{cpu[0]:+.1f}..{cpu[-1]:+.1f})", flush=True)
+
+
+def endpoint_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float,
+                  counts: tuple[int, int] = (1, ENDPOINTS)) -> None:
+    """What choosing an endpoint costs: the legacy upstream as one ``url:`` and as
+    ``ENDPOINTS`` endpoints (one upstream process on that many ports), in
+    :func:`paired_rows`. ``counts``: the endpoints of the two proxies
+    (``--calibrate``: one and one, the method's own noise)."""
+    ports = [free_port() for _ in range(max(counts))]
+    stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", *map(str, ports)], ports[0])
+    for port in ports[1:]:
+        wait_port(port)
+
+    def side(n: int) -> Side:
+        return Side(f"legacy, {n} endpoint{'s' if n > 1 else ''} c=32", tuple(ports[:n]))
+
+    paired_rows(stack, tmp, results, pairs, duration, (side(counts[0]), side(counts[1])),
+                f"choosing an endpoint ({counts[1]} endpoints vs {counts[0]})", ENDPOINT_CHOICE)
+
+
+def cell_rows(stack: Stack, tmp: Path, results: dict[str, Run], pairs: int, duration: float,
+              counts: tuple[int, int] = (0, CELLS)) -> None:
+    """What choosing the cell costs: no ``cells:`` section against ``CELLS`` cells
+    keyed by the ``X-Tenant`` header, every cell's legacy upstream the same
+    upstream process (the backend is identical for both), in :func:`paired_rows`;
+    both loads send the same requests, naming ``TENANTS`` tenants in turn.
+    ``counts``: the cells of the two proxies (``--calibrate``: none and none)."""
+    port = free_port()
+    stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(port)], port)
+    script = tmp / "tenants.lua"
+    script.write_text(TENANTS_LUA)
+
+    def cells(n: int) -> str:
+        return f"{n} cell{'s' if n > 1 else ''}" if n else "no cells"
+
+    def side(n: int) -> Side:
+        return Side(f"legacy, {cells(n)} c=32", (port,), n)
+
+    paired_rows(stack, tmp, results, pairs, duration, (side(counts[0]), side(counts[1])),
+                f"choosing the cell ({cells(counts[1])} vs {cells(counts[0])})", CELL_CHOICE, script)
 
 
 class Stack:
@@ -567,19 +654,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rate", type=int, default=0, help="offered rate of the fixed-rate rows (0: automatic)")
-    ap.add_argument("--only", choices=("strangler", "endpoints"),
-                    help="strangler: skip the direct and nginx rows; endpoints: only the one-vs-three endpoint rows")
+    ap.add_argument("--only", choices=("strangler", "endpoints", "cells"),
+                    help="strangler: skip the direct and nginx rows; endpoints: only the one-vs-three endpoint rows; "
+                         f"cells: only the no-cells-vs-{CELLS}-cells rows")
     ap.add_argument("--pairs", type=int, default=0,
-                    help="rounds of the endpoint rows (default: --repeats, at least 3)")
+                    help="rounds of the endpoint and cell rows (default: --repeats, at least 3)")
     ap.add_argument("--calibrate", action="store_true",
-                    help="endpoint rows with one endpoint on both sides: what the method reads when nothing differs")
+                    help="endpoint (cell) rows with one endpoint (no cells) on both sides: what the method reads "
+                         "when nothing differs")
+    ap.add_argument("--cells", type=int, default=CELLS,
+                    help=f"cells of the second proxy of the cell rows (default {CELLS})")
     ap.add_argument("--workers-cpus", default="",
                     help="CPUs (taskset list, e.g. 0,1 or 0-3) for the --workers rows: 1 and 2 workers on the same "
                          "CPUs; empty: skipped. For 2 workers to scale, these must be free of the upstream and "
                          "the load generator, which run on CPU 1: on a 2-core box they cannot be")
     ap.add_argument("--serve-upstream", type=int, nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
-    ap.add_argument("--serve-proxy", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--serve-proxy", nargs=6, help=argparse.SUPPRESS)
     ap.add_argument("--serve-naive", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_upstream:
@@ -587,8 +678,8 @@ def main() -> None:
     if args.serve_naive:
         return serve_naive(*args.serve_naive)
     if args.serve_proxy:
-        port, legacy, cand, mode, log = args.serve_proxy
-        return serve_proxy(int(port), [int(p) for p in legacy.split(",")], int(cand), mode, log)
+        port, legacy, cand, mode, log, cells = args.serve_proxy
+        return serve_proxy(int(port), [int(p) for p in legacy.split(",")], int(cand), mode, log, int(cells))
     if args.quick:
         args.repeats, args.duration = 1, 3
 
@@ -624,6 +715,10 @@ def main() -> None:
                   f"each), on CPU {PROXY_CPU}; the upstream and the load on CPU {LOAD_CPU}")
             return endpoint_rows(stack, tmp, results, pairs, args.duration,
                                  counts=(1, 1) if args.calibrate else (1, ENDPOINTS))
+        if args.only == "cells":
+            print(f"cell rows: {pairs} rounds of {args.duration:.0f} s, two fresh proxies at once (a wrk c=32 "
+                  f"each, {TENANTS:,} tenants in turn), on CPU {PROXY_CPU}; the upstream and the load on CPU {LOAD_CPU}")
+            return cell_rows(stack, tmp, results, pairs, args.duration, counts=(0, 0) if args.calibrate else (0, args.cells))
         legacy_port, cand_port = free_port(), free_port()
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(legacy_port)], legacy_port)
         stack.start(LOAD_CPU, [PY, __file__, "--serve-upstream", str(cand_port)], cand_port)
@@ -652,7 +747,7 @@ def main() -> None:
         def run_proxy(label: str, mode: str, candidate: int, loads: list[tuple[str, int]]) -> None:
             port = free_port()
             proc = stack.start(PROXY_CPU, [PY, __file__, "--serve-proxy", str(port), str(legacy_port),
-                                           str(candidate), mode, str(tmp / f"{label}.log")], port)
+                                           str(candidate), mode, str(tmp / f"{label}.log"), "0"], port)
             with RssSampler(proc.pid) as sampler:
                 for kind, n in loads:
                     suffix = {"wrk": f"c={n}", "wrk-post": f"POST c={n}"}.get(kind, f"@{n}/s")
@@ -698,6 +793,7 @@ def main() -> None:
                         legacy_port)
                 stack.stop(proc)
         endpoint_rows(stack, tmp, results, pairs, args.duration)
+        cell_rows(stack, tmp, results, pairs, args.duration)
     finally:
         stack.stop_all()
 
@@ -756,6 +852,9 @@ def report(r: dict[str, Run], rss: dict[str, tuple[float, float, float]], have_n
         choice = r[ENDPOINT_CHOICE]
         print(f"| choosing an endpoint: process CPU/request, {ENDPOINTS} endpoints vs 1, c=32 | "
               f"{choice.cpu_us:+.1f} us | | | <= 3 us |")
+    if CELL_CHOICE in r:
+        print(f"| choosing the cell: process CPU/request, {CELLS} cells vs no cells section, c=32 | "
+              f"{r[CELL_CHOICE].cpu_us:+.1f} us | | | <= 5 us |")
     print(f"| peak RSS legacy / shadow | {rss[s][2]:.0f} MB / {rss['strangler shadow'][2]:.0f} MB | | | |")
     one, two = r.get("strangler 1 worker c=64"), r.get("strangler 2 workers c=64")
     if one is not None and two is not None:

@@ -358,7 +358,9 @@ class ReadinessConfig(_Frozen):
     min_samples: int = Field(default=100, ge=1)
     max_mismatch_rate: float = Field(default=0.01, ge=0, le=1)  # on the Wilson upper bound
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    latency_factor: float = Field(default=1.5, gt=0)  # candidate p99 <= factor * legacy p99
+    latency_factor: float = Field(default=1.5, gt=0)  # candidate p99 <= factor * legacy p99...
+    # ...or at most this much over legacy's: 3 ms beside a 2-ms legacy is not a slow candidate.
+    latency_slack_ms: float = Field(default=10.0, ge=0, le=60_000)
 
 
 class PromotionConfig(_Frozen):

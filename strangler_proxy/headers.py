@@ -18,4 +18,5 @@ SHADOW_HEADER = ("X-Strangler-Shadow", "1")  # on every mirrored request
 DRY_RUN_HEADER = ("X-Strangler-Dry-Run", "1")  # on every mirrored write: the service rolls it back
 FALLBACK_HEADER = "X-Strangler-Fallback"  # on an answer legacy gave after the target failed
 SERVED_BY_HEADER = "X-Strangler-Served-By"  # on an answer, naming its upstream (only when disclosure.py allows)
+CELL_HEADER = "X-Strangler-Cell"  # the GraphQL gateway's loopback server -> the data plane: the cell that served
 ADMIN_TOKEN_HEADER = "X-Strangler-Admin-Token"  # a client asking to be told who served it (read, never forwarded)

@@ -41,6 +41,8 @@ from strangler_proxy.control.admin_upstreams import board_stats
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.guardrails import Guardrails
 from strangler_proxy.control.reload import DEFAULT_WATCH_INTERVAL_S, ConfigReloader
+from strangler_proxy.control.rollout_driver import RolloutDriver
+from strangler_proxy.control.rollout_store import RolloutStore
 from strangler_proxy.control.state_store import StateStore
 from strangler_proxy.control.switches import SwitchService
 from strangler_proxy.control.worker_group import WorkerPeers, WorkerSpec
@@ -137,6 +139,7 @@ class ProxyServer:
     switches: SwitchService
     shadow: ShadowDispatcher
     guardrails: Guardrails
+    rollouts: RolloutDriver
     reloader: ConfigReloader
 
     @property
@@ -193,6 +196,10 @@ class ProxyServer:
         stack.push_async_callback(self.shadow.stop)
         self.guardrails.start()
         stack.push_async_callback(self.guardrails.stop)
+        # Rollouts in progress resume here; stopping gives their leases up to another replica.
+        self.rollouts = RolloutDriver(self.flips, RolloutStore(self.store), guardrail_status=self.guardrails.status)
+        self.rollouts.start()
+        stack.push_async_callback(self.rollouts.stop)
 
         self.reloader = ConfigReloader(self.config_path, self.flips, interval_s=self._watch_interval_s,
                                        switches=self.switches)
@@ -217,6 +224,7 @@ class ProxyServer:
             reload=self._reload,
             switches=self.switches,
             endpoint_stats=board_stats(self.runtime.endpoints, lambda: flips.config),
+            rollouts=self.rollouts,
         )
         self.admin_host = self._admin_host or config.proxy.admin.host
         admin_runner, self.admin_port = await start_admin(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from extracted_services.common.db import ENGINE
 from extracted_services.common.subgraph import Subgraph
 from extracted_services.ratings import store
-from extracted_services.ratings.settings import RatingsSettings
+from extracted_services.ratings.settings import RoundingSwitch
 
 SDL = """
 type Title @key(fields: "id") {
@@ -33,7 +33,7 @@ type Rating @shareable {
 """
 
 
-def make_subgraph(settings: RatingsSettings) -> Subgraph:
+def make_subgraph(rounding: RoundingSwitch) -> Subgraph:
     # Concurrent entity loads are held to the pool's size: past it the pool opens an overflow
     # connection per load and closes it after (a new aiosqlite thread and its PRAGMAs on SQLite),
     # which at a gateway's 16 concurrent fetches cost more CPU than the query itself.
@@ -48,7 +48,7 @@ def make_subgraph(settings: RatingsSettings) -> Subgraph:
             found = await store.known_with_aggregates(conn, ids)
         out: dict[str, dict[str, Any]] = {}
         for title_id, a in found.items():
-            rating = None if a is None else {"averageRating": settings.present(a.average_rating), "numVotes": a.num_votes}
+            rating = None if a is None else {"averageRating": rounding.present(a.average_rating), "numVotes": a.num_votes}
             out[title_id] = {"id": title_id, "rating": rating}
         return out
 

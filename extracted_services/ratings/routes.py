@@ -5,11 +5,17 @@ so the proxy can shadow them without a rewrite:
 - ``POST   /api/titles/{id}/ratings``            vote ``{"user_id", "value"}`` (201 new, 200 changed)
 - ``DELETE /api/titles/{id}/ratings/{user_id}``  retract (204)
 
+and, for the demo, ``GET|PUT /admin/rounding`` (``{"rounding": "legacy"}`` or
+``"one-decimal"``): the rounding this process answers with, switched at run
+time -- the divergence in one cell's service alone (docs/walkthrough.md, "Cells").
+
 Writes run in :func:`~extracted_services.common.dryrun.write_transaction`,
 so ``X-Strangler-Dry-Run: 1`` answers as the write would and keeps nothing.
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 
@@ -18,14 +24,17 @@ from extracted_services.common.db import ENGINE
 from extracted_services.common.dryrun import write_transaction
 from extracted_services.common.responses import bad_request, envelope, json_response, read_json_object
 from extracted_services.ratings import store
-from extracted_services.ratings.settings import RatingsSettings
+from extracted_services.ratings.settings import RatingsSettings, Rounding, RoundingSwitch
+
+log = logging.getLogger("ratings")
 
 SETTINGS = web.AppKey("ratings_settings", RatingsSettings)
+ROUNDING = web.AppKey("ratings_rounding", RoundingSwitch)
 VOTE_FIELDS = ("user_id", "value")
 
 
 def _body(request: web.Request, a: store.Aggregate) -> dict[str, object]:
-    average = request.app[SETTINGS].present(a.average_rating)
+    average = request.app[ROUNDING].present(a.average_rating)
     return envelope({"title_id": a.title_id, "average_rating": average, "num_votes": a.num_votes})
 
 
@@ -61,7 +70,29 @@ async def delete_vote(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def get_rounding(request: web.Request) -> web.Response:
+    return json_response({"rounding": request.app[ROUNDING].rounding.value})
+
+
+async def put_rounding(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    allowed = ", ".join(r.value for r in Rounding)
+    if set(body) != {"rounding"}:
+        raise bad_request(f'send {{"rounding": ...}} and nothing else; one of {allowed}')
+    try:
+        rounding = Rounding(body["rounding"])
+    except ValueError as exc:
+        raise bad_request(f"rounding must be one of {allowed}; got {body['rounding']!r}") from exc
+    switch = request.app[ROUNDING]
+    if switch.rounding is not rounding:
+        log.warning("rounding switched: %s -> %s (PUT /admin/rounding)", switch.rounding.value, rounding.value)
+    switch.rounding = rounding
+    return json_response({"rounding": rounding.value})
+
+
 ROUTES = (
+    web.get("/admin/rounding", get_rounding),
+    web.put("/admin/rounding", put_rounding),
     web.get("/api/titles/{id}/ratings", get_rating),
     web.post("/api/titles/{id}/ratings", post_vote),
     web.delete("/api/titles/{id}/ratings/{user_id}", delete_vote),

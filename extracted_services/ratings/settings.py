@@ -6,6 +6,10 @@ from the monolith (docs/services.md): ``one-decimal`` rounds the average
 answers the plain mean exactly like the monolith. Storage is never rounded.
 The default is ``one-decimal`` so the demo's shadow report has a real
 difference to show; set ``legacy`` to clear it.
+
+A running service can also be switched, alone, with ``PUT /admin/rounding``
+(:class:`RoundingSwitch`): with ``strangler up --cells N`` every cell runs its
+own ratings service, so the divergence can be switched on in one cell only.
 """
 
 from __future__ import annotations
@@ -52,6 +56,32 @@ class RatingsSettings:
 
     def present(self, average: float | None) -> float | None:
         """The average as responses show it."""
-        if average is None or self.rounding is Rounding.LEGACY:
-            return average
-        return round(average, 1)
+        return rounded(average, self.rounding)
+
+
+def rounded(average: float | None, rounding: Rounding) -> float | None:
+    """``average`` as ``rounding`` shows it.
+
+    >>> rounded(7.333333333333333, Rounding.ONE_DECIMAL), rounded(7.333333333333333, Rounding.LEGACY)
+    (7.3, 7.333333333333333)
+    """
+    if average is None or rounding is Rounding.LEGACY:
+        return average
+    return round(average, 1)
+
+
+class RoundingSwitch:
+    """The rounding one running service answers with: its settings' at start, then
+    whatever ``PUT /admin/rounding`` last set (this process only; never stored).
+
+    >>> switch = RoundingSwitch(Rounding.LEGACY)
+    >>> switch.rounding = Rounding.ONE_DECIMAL
+    >>> switch.present(7.25)
+    7.2
+    """
+
+    def __init__(self, rounding: Rounding) -> None:
+        self.rounding = rounding
+
+    def present(self, average: float | None) -> float | None:
+        return rounded(average, self.rounding)

@@ -18,11 +18,13 @@ app = typer.Typer(
 
 def _register_all() -> None:
     from strangler_proxy.cli import (
+        cells_commands,
         db_commands,
         plan_commands,
         progress_commands,
         proxy_commands,
         report_commands,
+        rollout_commands,
         service_commands,
         stack_commands,
         traffic_commands,
@@ -34,6 +36,8 @@ def _register_all() -> None:
         db_commands,
         proxy_commands,
         upstream_commands,
+        cells_commands,
+        rollout_commands,
         plan_commands,
         traffic_commands,
         report_commands,

@@ -1,7 +1,8 @@
 """`strangler progress [--since 7d] [--json]`: how far the migration has come.
 
 Every route and GraphQL field with its mode now, the share of its requests the
-extracted services served (over the span and over time), its readiness, and
+extracted services served (over the span and over time; with cells, over all
+its cells and then per cell), its readiness, and
 the share of all recorded traffic already off the monolith -- read from the
 results store, so it spans every replica and restart (report/progress.py says
 exactly what is counted).
@@ -36,7 +37,7 @@ from strangler_proxy.cli.report_commands import (
     parse_since,
     results_url,
 )
-from strangler_proxy.config import StranglerConfig
+from strangler_proxy.config import Mode, StranglerConfig
 from strangler_proxy.control.plan import RunningState, running_states
 from strangler_proxy.databases import make_engine
 from strangler_proxy.errors import StranglerError
@@ -44,6 +45,7 @@ from strangler_proxy.report.build import safe_url
 from strangler_proxy.report.progress import DEFAULT_POINTS, LiveShare, Progress
 from strangler_proxy.report.progress_load import load_progress
 from strangler_proxy.report.progress_render import progress_to_json, render_progress_text
+from strangler_proxy.routing.cells import scoped
 
 
 def live_share(routes: Mapping[str, Any]) -> LiveShare:
@@ -57,6 +59,20 @@ def live_share(routes: Mapping[str, Any]) -> LiveShare:
     )
 
 
+def cell_states(routes: Mapping[str, Any]) -> dict[str, RunningState]:
+    """Each route's and field's state in each cell (``cells`` of ``GET /routes``), by
+    ``name@cell``: a flip of the cell's own, or the route's state it follows."""
+    out: dict[str, RunningState] = {}
+    for name, entries in (routes.get("cells") or {}).items():
+        for e in entries:
+            own = e["source"] == "cell"
+            mode = Mode(e["mode"])
+            out[scoped(name, e["cell"])] = RunningState(
+                name=scoped(name, e["cell"]), mode=mode, percent=float(e["percent"]), source="flip" if own else "file",
+                file_mode=mode, file_percent=float(e["percent"]), flipped_by=e.get("flipped_by"))
+    return out
+
+
 def _from_admin(config_path: str, admin_url: str | None, token: str | None
                 ) -> tuple[dict[str, RunningState] | None, LiveShare | None, str]:
     """The modes and live counters of the running proxy, or None and why not."""
@@ -64,7 +80,8 @@ def _from_admin(config_path: str, admin_url: str | None, token: str | None
     if not answer.ok:
         return None, None, f"{answer.problem}"
     try:
-        return running_states(answer.body), live_share(answer.body), f"the proxy's admin API at {answer.url}"
+        states = {**running_states(answer.body), **cell_states(answer.body)}
+        return states, live_share(answer.body), f"the proxy's admin API at {answer.url}"
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         return None, None, f"the admin API at {answer.url} answered in a shape this CLI does not know ({exc})"
 

@@ -1,4 +1,4 @@
-"""`strangler proxy`, `validate`, `routes`, `flip` and `audit`.
+"""`strangler proxy`, `validate`, `routes`, `flip` and `audit` (`--cell`: one cell's flips).
 
 ``proxy`` runs one proxy replica; ``validate`` checks a file without running
 anything; the other three talk to a running proxy's admin API. They find it
@@ -28,6 +28,7 @@ from strangler_proxy.cli.common import one_line
 from strangler_proxy.config import ADMIN_TOKEN_ENV, DEFAULT_ADMIN_PORT, Mode, StranglerConfig, load_config
 from strangler_proxy.control.switch_rules import audit_name
 from strangler_proxy.errors import ConfigErrors, StranglerError
+from strangler_proxy.routing.cells import scoped
 from strangler_proxy.routing.router import RouteState
 
 DEFAULT_CONFIG = "strangler.yaml"
@@ -154,12 +155,29 @@ def reading_answer(what: str) -> Iterator[None]:
               f"({exc.__class__.__name__}: {one_line(str(exc), 80)}): are the CLI and the proxy the same version?")
 
 
-def _state(mode: str, percent: float) -> str:
+def state_text(mode: str, percent: float) -> str:
+    """``canary 25%``, ``shadow``: a mode as the tables show it."""
     # Audit rows of upstream switches carry zones where flips carry modes: only a canary has a percent.
     return RouteState(Mode.CANARY, percent).text() if mode == Mode.CANARY.value else mode
 
 
-def _routes_table(routes: list[dict[str, Any]]) -> Table:
+def _guard_text(guard: dict[str, Any] | None) -> str:
+    guard = guard or {}
+    text = str(guard.get("state", ""))
+    if "samples" in guard:
+        text += f" ({guard['samples']} samples, err {guard.get('error_rate', 0):.0%}, " \
+                f"diff {guard.get('mismatch_rate', 0):.0%})"
+    return text
+
+
+def _cell_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cells worth a line under their route: an override of their own, or guardrails
+    watching (the route is canary or extracted there)."""
+    return [e for e in entries if e.get("source") == "cell"
+            or (e.get("guardrails") or {}).get("state") not in (None, "inactive", "disabled")]
+
+
+def _routes_table(routes: list[dict[str, Any]], cells: dict[str, list[dict[str, Any]]] | None = None) -> Table:
     table = Table(title="routes")
     table.add_column("route", no_wrap=True)
     table.add_column("mode", no_wrap=True)
@@ -170,26 +188,29 @@ def _routes_table(routes: list[dict[str, Any]]) -> Table:
     table.add_column("guardrails")
     for r in routes:
         c = r.get("counters") or {}
-        guard = r.get("guardrails") or {}
-        guard_text = guard.get("state", "")
-        if "samples" in guard:
-            guard_text += f" ({guard['samples']} samples, err {guard.get('error_rate', 0):.0%}, " \
-                          f"diff {guard.get('mismatch_rate', 0):.0%})"
         source = r["source"] + (f" ({r['flipped_by']})" if r.get("flipped_by") else "")
         table.add_row(
-            r["name"], _state(r["mode"], r["percent"]), source, r.get("target") or "-",
+            r["name"], state_text(r["mode"], r["percent"]), source, r.get("target") or "-",
             str(c.get("requests", 0)), str(c.get("target", 0)), str(c.get("errors", 0)), str(c.get("shadowed", 0)),
-            guard_text,
+            _guard_text(r.get("guardrails")),
         )
+        for e in _cell_rows((cells or {}).get(r["name"], [])):
+            cell_source = ("cell flip" + (f" ({e['flipped_by']})" if e.get("flipped_by") else "")
+                           if e["source"] == "cell" else "global")
+            table.add_row(f"  @{e['cell']}", state_text(e["mode"], e["percent"]), cell_source, "", "", "", "", "",
+                          _guard_text(e.get("guardrails")))
     return table
 
 
-def _fields_table(fields: list[dict[str, Any]]) -> Table:
+def _fields_table(fields: list[dict[str, Any]], cells: dict[str, list[dict[str, Any]]] | None = None) -> Table:
     table = Table(title="GraphQL fields")
     for col in ("field", "mode", "source", "target"):
         table.add_column(col)
     for f in fields:
-        table.add_row(f["name"], _state(f["mode"], f["percent"]), f["source"], f["target"])
+        table.add_row(f["name"], state_text(f["mode"], f["percent"]), f["source"], f["target"])
+        for e in (x for x in (cells or {}).get(f["name"], []) if x.get("source") == "cell"):
+            who = f" ({e['flipped_by']})" if e.get("flipped_by") else ""
+            table.add_row(f"  @{e['cell']}", state_text(e["mode"], e["percent"]), f"cell flip{who}", "")
     return table
 
 
@@ -201,7 +222,7 @@ def _audit_table(entries: list[dict[str, Any]]) -> Table:
         endpoint = (e.get("details") or {}).get("endpoint")  # a drain names its endpoint
         table.add_row(
             e["at"].replace("T", " ")[:19], e["name"] + (f" {endpoint}" if endpoint else ""), e["who"], e["kind"],
-            _state(e["from"]["mode"], e["from"]["percent"]), _state(e["to"]["mode"], e["to"]["percent"]),
+            state_text(e["from"]["mode"], e["from"]["percent"]), state_text(e["to"]["mode"], e["to"]["percent"]),
             e["reason"] or "",
         )
     return table
@@ -276,9 +297,10 @@ def register(app: typer.Typer) -> None:
             console.print_json(json.dumps(body))
             return
         with reading_answer("GET /routes"):
-            tables = [_routes_table(body["routes"])]
+            cells = body.get("cells")  # per-cell states, when the proxy has cells
+            tables = [_routes_table(body["routes"], cells)]
             if body.get("fields"):
-                tables.append(_fields_table(body["fields"]))
+                tables.append(_fields_table(body["fields"], cells))
         for table in tables:
             console.print(table)
 
@@ -287,34 +309,41 @@ def register(app: typer.Typer) -> None:
         route: str = typer.Argument(..., help="route name, or a GraphQL field Type.field"),
         mode: str = typer.Argument(..., help="legacy, shadow, canary or extracted"),
         percent: int | None = typer.Option(None, "--percent", "-p", min=0, max=100, help="canary percent, 0..100"),
+        cell: str | None = typer.Option(None, "--cell", help="flip it in this cell only (`strangler cells`)"),
         reason: str = typer.Option("", "--reason", "-r", help="why (kept in the audit log)"),
         config: str = ConfigOpt, admin_url: str | None = AdminUrlOpt, token: str | None = TokenOpt,
         as_json: bool = JsonOpt,
     ) -> None:
-        """Change a route's (or field's) mode or canary percent on a running proxy."""
+        """Change a route's (or field's) mode or canary percent on a running proxy (--cell: in one cell)."""
         payload: dict[str, Any] = {"mode": mode, "reason": reason}
         if percent is not None:
             payload["percent"] = percent
+        if cell is not None:
+            payload["cell"] = cell
         body = call_admin(config, admin_url, token, "POST", f"/routes/{route}/flip", json=payload)
         if as_json:
             console.print_json(json.dumps(body))
             return
         with reading_answer(f"POST /routes/{route}/flip"):
-            before = _state(body["from"]["mode"], body["from"]["percent"])
-            after = _state(body["to"]["mode"], body["to"]["percent"])
+            before = state_text(body["from"]["mode"], body["from"]["percent"])
+            after = state_text(body["to"]["mode"], body["to"]["percent"])
             changed = bool(body["changed"])
+            name = str(body.get("name") or route)  # ratings@c1 for a cell
+            # A cell without an override of its own follows its route's (global) mode.
+            follows = "global" if cell is not None and body["source"] == "file" else body["source"]
             table = Table(title="flip")
             for col in ("route", "from", "to", "who", "now follows"):
                 table.add_column(col)
-            table.add_row(route, before, after, body["who"], body["source"])
+            table.add_row(name, before, after, body["who"], follows)
         if not changed:
-            console.print(f"{route}: already {after}; nothing changed", highlight=False)
+            console.print(f"{name}: already {after}; nothing changed", highlight=False)
             return
         console.print(table)
 
     @app.command("audit")
     def audit(
         route: str | None = typer.Option(None, "--route", help="only this route or field"),
+        cell: str | None = typer.Option(None, "--cell", help="with --route: only its flips in this cell"),
         upstream: str | None = typer.Option(None, "--upstream", help="only this upstream's failovers and drains"),
         limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000),
         config: str = ConfigOpt, admin_url: str | None = AdminUrlOpt, token: str | None = TokenOpt,
@@ -324,8 +353,10 @@ def register(app: typer.Typer) -> None:
         params: dict[str, Any] = {"limit": limit}
         if route and upstream:
             fail_with("give --route or --upstream, not both")
+        if cell is not None and not route:
+            fail_with("--cell needs --route: the flips of that route in that cell")
         if route or upstream:
-            params["name"] = route or audit_name(upstream or "")
+            params["name"] = scoped(route, cell) if route else audit_name(upstream or "")
         body = call_admin(config, admin_url, token, "GET", "/audit", params=params)
         if as_json:
             console.print_json(json.dumps(body))

@@ -1,6 +1,9 @@
-"""`strangler report [KEY...] [--json] [--html FILE] [--gate]`.
+"""`strangler report [KEY...] [--cell NAME] [--json] [--html FILE] [--gate]`.
 
-Reads the results store directly (no running proxy needed). Exit codes:
+Reads the results store directly (no running proxy needed). With cells, each
+route is shown once over all its cells with a line per cell; ``--cell NAME``
+reports that cell's keys alone. A gate on a route passes only when it is ready
+in every cell too. Exit codes:
 0 the report was made (and, with ``--gate``, every named key is ready);
 1 ``--gate`` and at least one named key is not ready;
 2 a usage, configuration or store problem.
@@ -75,10 +78,11 @@ def parse_since(text: str) -> float:
     return time.time() - int(number) * _DURATION_UNITS[unit]
 
 
-async def _build(url: str, config: StranglerConfig | None, keys: list[str] | None, since: float | None) -> Report:
+async def _build(url: str, config: StranglerConfig | None, keys: list[str] | None, since: float | None,
+                 cell: str | None = None) -> Report:
     engine = make_engine(url)
     try:
-        report = await build_report(engine, config, keys, database=safe_url(url), since=since)
+        report = await build_report(engine, config, keys, database=safe_url(url), since=since, cell=cell)
         # The migration's progress heads the HTML report and is in its JSON (docs/reports.md).
         return replace(report, progress=await load_progress(engine, config, since=since))
     finally:
@@ -102,6 +106,9 @@ def report(
         str | None,
         typer.Option("--since", help="Only results of the last 90s / 10m / 2h / 7d (from the start of the store bucket it falls in, store.bucket_s)."),
     ] = None,
+    cell: Annotated[
+        str | None, typer.Option("--cell", help="Only this cell's results (KEYs then name routes, without the cell).")
+    ] = None,
 ) -> None:
     """Shadow results per route and GraphQL field: match rates, latencies,
     differing paths and readiness to flip."""
@@ -119,7 +126,7 @@ def report(
             since_at = since_at // bucket_s * bucket_s
         url = results_url(config, database_url_opt)
         check_results_url(url)
-        result = asyncio.run(_build(url, config, keys or None, since_at))
+        result = asyncio.run(_build(url, config, keys or None, since_at, cell))
     except StranglerError as exc:
         err.print(f"strangler report: {exc}", markup=False, highlight=False)
         raise typer.Exit(EXIT_PROBLEM) from exc
@@ -136,12 +143,12 @@ def report(
         if html is not None:
             out.print(f"HTML report written to {html}")
     if gate:
-        not_ready = [k for k in result.keys if not k.readiness.ready]
+        not_ready = [k for k in result.keys if not k.ready]
         # In --json mode stdout stays pure JSON; the gate speaks on stderr.
         say = err if as_json else out
         for k in result.keys:
-            mark = "PASS" if k.readiness.ready else "FAIL"
-            say.print(f"gate {mark} {k.key}: {k.readiness.label}", markup=False, highlight=False)
+            mark = "PASS" if k.ready else "FAIL"
+            say.print(f"gate {mark} {k.key}: {k.gate_label}", markup=False, highlight=False)
         if not_ready:
             raise typer.Exit(EXIT_NOT_READY)
 

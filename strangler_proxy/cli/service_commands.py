@@ -11,7 +11,11 @@
 
 
 Which services exist, and how their data moves, comes from ``stack.apps`` in
-strangler.yaml (each app's ``AppSpec.datamove``).
+strangler.yaml (each app's ``AppSpec.datamove``). With a file that has a
+``cells:`` section (``strangler up --cells N`` writes one), each command
+addresses one cell's copy: ``--cell NAME`` says which, e.g. ``strangler
+backfill ratings --cell c2 -c data/cells/strangler.yaml`` copies c2's
+monolith database into c2's ratings database.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from strangler_proxy.cli.common import ConfigOption, config_and_stack, console, 
 from strangler_proxy.datamove.sync import SyncWorker
 from strangler_proxy.errors import DataMoveError, StranglerError
 from strangler_proxy.stack.components import DEFAULT_HOST, sync_metrics_port, sync_worker
+from strangler_proxy.stack.registry import one_stack
 from strangler_proxy.stack.runners import AppServer, SyncRunner
+
+CellOption = typer.Option(None, "--cell", help="Which cell's copy (a file with a cells: section names its cells)")
 
 
 # ----------------------------------------------------------------- service
@@ -50,23 +57,25 @@ async def _serve(server: AppServer, shown_db: str) -> None:
 
 # ---------------------------------------------------------------- backfill
 async def _backfill(
-    name: str, config: str, *, batch_size: int, restart: bool, copy: bool, check: bool, quiet: bool
+    name: str, config: str, *, batch_size: int, restart: bool, copy: bool, check: bool, quiet: bool,
+    cell: str | None = None,
 ) -> dict[str, Any]:
     from strangler_proxy import migrate
     from strangler_proxy.databases import make_engine
     from strangler_proxy.datamove.backfill import backfill, count_remaining, verify
     from strangler_proxy.datamove.sync import mark_start
 
-    loaded, stack = config_and_stack(config)
+    loaded, _stack = config_and_stack(config)
+    stack = one_stack(loaded, cell)
     app, spec = stack.service(name)
     plan = spec.datamove
     assert plan is not None
-    service_url = loaded.database_url_of(app.database)
+    service_url = stack.database_url(loaded, app.database)
     if spec.migrations is not None:
         await migrate.upgrade(spec.migrations, service_url)
-    source = make_engine(loaded.database_url_of(plan.source))
+    source = make_engine(stack.database_url(loaded, plan.source))
     target = make_engine(service_url)
-    out: dict[str, Any] = {"service": name}
+    out: dict[str, Any] = {"service": app.label}
     try:
         if copy:
             for stream in plan.streams:
@@ -128,11 +137,12 @@ def _print_backfill(out: dict[str, Any]) -> None:
 
 # -------------------------------------------------------------------- sync
 def _worker(
-    name: str, config: str, *, reverse: bool, batch_size: int, poll_interval_s: float, source: str | None = None
+    name: str, config: str, *, reverse: bool, batch_size: int, poll_interval_s: float, source: str | None = None,
+    cell: str | None = None,
 ) -> SyncWorker:
-    loaded, stack = config_and_stack(config)
-    return sync_worker(stack, loaded, name, reverse=reverse, source=source, batch_size=batch_size,
-                       poll_interval_s=poll_interval_s)
+    loaded, _stack = config_and_stack(config)
+    return sync_worker(one_stack(loaded, cell), loaded, name, reverse=reverse, source=source,
+                       batch_size=batch_size, poll_interval_s=poll_interval_s)
 
 
 async def _sync_once(worker: SyncWorker, reverse: bool) -> dict[str, Any]:
@@ -172,14 +182,16 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(None, "--port", "-p", help="Port [default: its upstream's in strangler.yaml]"),
         host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface to listen on"),
         migrate: bool = typer.Option(True, help="Migrate its database first (--no-migrate: another copy did)"),
+        cell: str | None = CellOption,
         config: str = ConfigOption,
     ) -> None:
         """Serve one app of the stack, e.g. an extracted service (its database is migrated first)."""
         try:
-            loaded, stack = config_and_stack(config)
+            loaded, _stack = config_and_stack(config)
+            stack = one_stack(loaded, cell)
             app, spec = stack.python_app(name)
-            url = loaded.database_url_of(app.database)
-            server = AppServer(name, spec, url, host=host, port=port if port is not None else app.port,
+            url = stack.database_url(loaded, app.database)
+            server = AppServer(app.label, spec, url, host=host, port=port if port is not None else app.port,
                                migrate_first=migrate)
             asyncio.run(_serve(server, shown_url(url)))
         except (StranglerError, OSError) as exc:
@@ -192,6 +204,7 @@ def register(app: typer.Typer) -> None:
         verify_only: bool = typer.Option(False, "--verify-only", help="Only compare; copy nothing"),
         batch_size: int = typer.Option(5000, min=1, help="Rows per batch (one transaction each)"),
         restart: bool = typer.Option(False, help="Ignore an unfinished run's cursor and start over"),
+        cell: str | None = CellOption,
         config: str = ConfigOption,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
     ) -> None:
@@ -199,7 +212,7 @@ def register(app: typer.Typer) -> None:
         try:
             out = asyncio.run(
                 _backfill(name, config, batch_size=batch_size, restart=restart, copy=not verify_only,
-                          check=verify or verify_only, quiet=as_json)
+                          check=verify or verify_only, quiet=as_json, cell=cell)
             )
         except StranglerError as exc:
             raise fail(exc) from exc
@@ -224,13 +237,14 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option(DEFAULT_HOST, "--host", help="Interface of /metrics"),
         batch_size: int = typer.Option(500, min=1, help="Outbox rows per transaction"),
         poll_interval: float = typer.Option(0.05, min=0.001, help="Seconds between polls when idle"),
+        cell: str | None = CellOption,
         config: str = ConfigOption,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --once)"),
     ) -> None:
         """Apply the outbox to the other side, in order, exactly once in effect."""
         try:
             worker = _worker(name, config, reverse=reverse, batch_size=batch_size, poll_interval_s=poll_interval,
-                             source=source)
+                             source=source, cell=cell)
             if once:
                 out = asyncio.run(_sync_once(worker, reverse))
                 if as_json:
@@ -238,13 +252,13 @@ def register(app: typer.Typer) -> None:
                 else:
                     p99 = out["lag_p99_s"]
                     console.print(
-                        f"sync {name}/{out['stream']}: applied {out['applied']} change(s), cursor {out['cursor']}"
+                        f"sync {worker.service}/{out['stream']}: applied {out['applied']} change(s), cursor {out['cursor']}"
                         + (f", lag p99 {p99:.3f}s" if p99 is not None else "")
                     )
                 return
             if metrics_port is None:
-                _loaded, stack = config_and_stack(config)
-                metrics_port = sync_metrics_port(stack.app(name).port, reverse=reverse)
+                loaded, _stack = config_and_stack(config)
+                metrics_port = sync_metrics_port(one_stack(loaded, cell).app(name).port, reverse=reverse)
             asyncio.run(_sync_forever(worker, host, None if metrics_port < 0 else metrics_port))
         except (StranglerError, OSError) as exc:
             raise fail(exc) from exc

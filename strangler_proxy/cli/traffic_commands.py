@@ -6,6 +6,16 @@ HAR recording instead (:mod:`strangler_proxy.stack.har`) at its recorded pace
 (``--speed``), its writes only with ``--include-writes``; entries it cannot
 replay are named on stderr before anything is sent.
 
+When the proxy runs cells, every planned request carries a partition key
+(``cells.partition_key``: a header, query parameter or cookie) from a key set
+in which every cell has keys (:mod:`strangler_proxy.stack.keys`), so every
+cell gets about its weight's share; the keys per cell are printed first
+(``cells`` in ``--json``). The cells are the config file's ``cells:`` section;
+a file without one (``strangler up --cells N`` runs a generated file beside
+strangler.yaml) is completed by the running proxy's: its admin API's
+``GET /config``, found as ``strangler routes`` finds it. A replay is sent as
+recorded.
+
 A progress bar while it runs, then a table per request kind (requests, ok,
 errors, p50/p99) and the totals (statuses, achieved rate, schedule lag, what
 a replay skipped). ``--json`` prints the summary as JSON instead. Exit code 1
@@ -18,21 +28,28 @@ cannot be read or has nothing to replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from strangler_proxy.cli.admin_client import admin_get
 from strangler_proxy.cli.common import ConfigOption, config_and_stack, one_line
+from strangler_proxy.config import CellsConfig
 from strangler_proxy.errors import HarError, StranglerError
+from strangler_proxy.routing.cells import CellTable
 from strangler_proxy.stack.har import SKIPPED_WRITE, Recording, Replay, parse_har
+from strangler_proxy.stack.keys import KeyedPlan, carrying, cell_keys, key_placement
 from strangler_proxy.stack.traffic import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DURATION_S,
@@ -58,6 +75,8 @@ EXIT_FAILED = 1
 EXIT_PROBLEM = 2
 # Refused entries named one per line on stderr; past this many, a count (--json lists every one).
 SHOWN_PROBLEMS = 20
+# Asking the running proxy for its cells (a file without them) must not hold a run up.
+ADMIN_TIMEOUT_S = 2.0
 # Options of the generated mix and of a replay: neither takes the other's.
 MIX_OPTIONS = ("rate", "duration", "seed", "titles", "graphql_share", "vote_share", "config")
 REPLAY_OPTIONS = ("speed", "include_writes", "host")
@@ -99,9 +118,53 @@ def _print_summary(summary: TrafficSummary, url: str) -> None:
         console.print(f"[{colour}]errors {summary.errors} ({summary.error_share:.1%})[/{colour}]  {reasons}")
 
 
-def _factory(config: str) -> PlanFactory:
+@dataclass(frozen=True, slots=True)
+class Keying:
+    """The partition keys every planned request carries (the config has cells)."""
+
+    spec: str  # cells.partition_key
+    keys: tuple[str, ...]
+    per_cell: dict[str, int]  # keys each cell owns
+    source: str  # where the cells were read: the file, or the proxy's admin API
+
+    def as_json(self) -> dict[str, object]:
+        return {"partition_key": self.spec, "keys": len(self.keys), "keys_per_cell": self.per_cell,
+                "from": self.source}
+
+
+def _running_cells(config: str) -> tuple[CellsConfig | None, str]:
+    """The running proxy's cells (its admin API's ``GET /config``); None when it has none or does not answer."""
+    answer = admin_get(config, None, None, "/config", timeout_s=ADMIN_TIMEOUT_S)
     try:
-        _loaded, stack = config_and_stack(config)
+        found = answer.body["config"]["cells"] if answer.ok else None
+        return (CellsConfig.model_validate(found), f"the proxy's admin API ({answer.url})") if found else (None, "")
+    except (KeyError, TypeError, ValidationError):  # not the answer of a proxy with cells
+        return None, ""
+
+
+def _keying(cells: CellsConfig | None, source: str) -> Keying | None:
+    """Keys over the cells, or None (no cells, or a key the requests carry themselves)."""
+    if cells is None:
+        return None
+    problem = key_placement(cells.partition_key)
+    if problem is not None:
+        err_console.print(f"cells: {escape(problem)}")
+        return None
+    table = CellTable(cells)
+    try:
+        keys = cell_keys(table)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(EXIT_PROBLEM) from exc
+    counts = {cell: 0 for cell in table.names}
+    for key in keys:
+        counts[table.cell_of(key)] += 1
+    return Keying(cells.partition_key, keys, counts, source)
+
+
+def _factory(config: str) -> tuple[PlanFactory, CellsConfig | None]:
+    try:
+        loaded, stack = config_and_stack(config)
     except StranglerError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_PROBLEM) from exc
@@ -109,7 +172,7 @@ def _factory(config: str) -> PlanFactory:
         err_console.print(f"[red]error:[/red] {config} names no traffic plan (stack.traffic: module:attribute)")
         raise typer.Exit(EXIT_PROBLEM)
     factory: PlanFactory = stack.traffic
-    return factory
+    return factory, loaded.cells
 
 
 async def _run(url: str, concurrency: int, timeout_s: float,
@@ -134,11 +197,13 @@ async def _run(url: str, concurrency: int, timeout_s: float,
             return await run_schedule(schedule, client, concurrency=concurrency, timeout_s=timeout_s, on_done=done)
 
 
-def _steady(options: TrafficOptions, factory: PlanFactory,
-            settings: PlanSettings) -> Callable[[httpx.AsyncClient], Awaitable[Schedule]]:
+def _steady(options: TrafficOptions, factory: PlanFactory, settings: PlanSettings,
+            keying: Keying | None = None) -> Callable[[httpx.AsyncClient], Awaitable[Schedule]]:
     async def schedule_of(client: httpx.AsyncClient) -> Schedule:
         try:
-            plan = await factory(client, settings)
+            # What the plan asks the app goes to a cell too (the first key's).
+            with carrying(client, keying.spec, keying.keys[0]) if keying else contextlib.nullcontext():
+                plan = await factory(client, settings)
         except (httpx.HTTPError, ValueError) as exc:  # the plan's own sentence (it may quote an answer)
             err_console.print("[red]error:[/red]", Text(one_line(str(exc) or type(exc).__name__)))
             raise typer.Exit(EXIT_PROBLEM) from exc
@@ -147,6 +212,8 @@ def _steady(options: TrafficOptions, factory: PlanFactory,
                 f"the traffic plan (stack.traffic) failed asking {client.base_url} what it needs: "
                 f"{type(exc).__name__}: {exc}; is that the proxy of this stack? Or pass --titles N.")))
             raise typer.Exit(EXIT_PROBLEM) from exc
+        if keying is not None:
+            plan = KeyedPlan(plan, keying.spec, keying.keys, settings.seed)
         return SteadyRate(plan, options)
 
     return schedule_of
@@ -270,6 +337,7 @@ def register(app: typer.Typer) -> None:
             needs = "only without --replay" if replay is not None else "only with --replay FILE"
             err_console.print(f"[red]error:[/red] {', '.join(wrong)}: {needs}")
             raise typer.Exit(EXIT_PROBLEM)
+        keying: Keying | None = None  # a replay is sent as recorded
         if replay is not None:
             recorded_plan = _replay_of(replay, host, speed, include_writes, as_json)
 
@@ -285,10 +353,19 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(EXIT_PROBLEM)
             options = TrafficOptions(rate=rate, duration_s=duration, concurrency=concurrency, timeout_s=timeout)
             settings = PlanSettings(seed=seed, size=titles, graphql_share=graphql_share, write_share=vote_share)
-            steady = _steady(options, _factory(config), settings)
+            factory, cells = _factory(config)
+            keying = _keying(*((cells, config) if cells is not None else _running_cells(config)))
+            if keying is not None and not as_json:
+                spread = ", ".join(f"{cell} {n}" for cell, n in keying.per_cell.items())
+                console.print(f"cells (from {keying.source}): {len(keying.keys)} keys in {keying.spec} ({spread})",
+                              highlight=False)
+            steady = _steady(options, factory, settings, keying)
             summary = asyncio.run(_run(url.rstrip("/"), concurrency, timeout, steady, show_progress=not as_json))
         if as_json:
-            typer.echo(json.dumps(summary.as_json() if replay is None else _replay_json(summary, recorded_plan)))
+            out = summary.as_json() if replay is None else _replay_json(summary, recorded_plan)
+            if keying is not None:
+                out["cells"] = keying.as_json()
+            typer.echo(json.dumps(out))
         else:
             _print_summary(summary, url)
         if summary.failed:

@@ -11,9 +11,12 @@
 - ``state_store``  flips, upstream switches and the audit log in the control database
 - ``guardrails``   when to roll back: candidate errors or mismatches over a window
 - ``readiness``    when a route or field is ready to flip (confidence bound)
+- ``rollouts``     a flip moved cell by cell, wave by wave, gated (pure); ``rollout_driver``
+                   runs it under a lease, ``rollout_store`` persists it
 - ``reload``       the config file watched and re-applied whole, or refused whole
 - ``admin``        the admin HTTP API (bearer token, loopback by default);
-                   ``admin_upstreams``: its upstream calls; ``admin_http``: the
+                   ``admin_upstreams``: its upstream calls; ``admin_cells``: /cells;
+                   ``admin_rollouts``: /rollouts; ``admin_http``: the
                    error shape and request bodies they share
 - ``config_view``  the running config as the admin API shows it (no secrets)
 - ``plan``         what saving a config file would change (``strangler plan``; pure)

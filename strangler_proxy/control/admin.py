@@ -15,10 +15,13 @@ and request bodies every call shares).
     GET  /routes                 routes and fields: mode, percent, source, counters, guardrails;
                                  "unmatched": counters of requests no route matched
     GET  /config                 the running config, secrets hidden (control/config_view.py)
-    POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}
+    POST /routes/{name}/flip     {"mode": "canary", "percent": 5, "reason": "..."}; "cell": "c1" flips one cell
+    GET  /cells, /cells/which?key=  cells: weight, shares, health, per-cell modes; where a key goes
     GET  /upstreams[/{name}]     every endpoint: zone, priority, health, in flight, drained, pinned zone
     POST /upstreams/{name}/failover  {"zone": "eu-west", "reason": "..."} or {"auto": true, "reason": "..."}
     POST /upstreams/{name}/drain     {"endpoint": "http://10.0.0.2:8001", "reason": "..."} (and /undrain)
+    GET  /rollouts[/{id}]        staggered rollouts over cells (POST /rollouts starts one;
+                                 POST /rollouts/{id}/pause|resume|abort; control/admin_rollouts.py)
     GET  /audit?name=&limit=     flips and switches, newest first
     POST /reload                 re-read strangler.yaml now (same as SIGHUP)
     GET  /metrics                Prometheus text format
@@ -38,7 +41,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from strangler_proxy.config import Mode
-from strangler_proxy.control import admin_upstreams
+from strangler_proxy.control import admin_cells, admin_rollouts, admin_upstreams
 from strangler_proxy.control.admin_http import (
     WHO,
     error_response,
@@ -51,6 +54,7 @@ from strangler_proxy.control.admin_upstreams import EndpointStats
 from strangler_proxy.control.config_view import config_view
 from strangler_proxy.control.flips import FlipService
 from strangler_proxy.control.precedence import file_value
+from strangler_proxy.control.rollout_driver import RolloutDriver
 from strangler_proxy.control.state_store import DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT
 from strangler_proxy.control.switches import SwitchService
 from strangler_proxy.control.worker_group import add_counters, merge_metrics
@@ -87,6 +91,7 @@ class AdminContext:
     switches: SwitchService | None = None  # upstream failover and drain (absent: no /upstreams calls)
     endpoint_stats: EndpointStats | None = None  # what the endpoint pools know (health, in flight, latency)
     peers: Peers | None = None  # the other worker processes of this proxy (workers.py), whose counters add up
+    rollouts: RolloutDriver | None = None  # staggered rollouts over cells (absent: no /rollouts calls)
 
 
 CONTEXT = web.AppKey("context", AdminContext)
@@ -112,7 +117,7 @@ def check_bind(host: str, tokens: Mapping[str, str]) -> None:
 
 
 # The keys a flip body may carry; anything else is refused, as strangler.yaml refuses unknown fields.
-FLIP_KEYS = ("mode", "percent", "reason")
+FLIP_KEYS = ("mode", "percent", "reason", "cell")
 
 
 @web.middleware
@@ -195,7 +200,8 @@ async def _routes(request: web.Request) -> web.Response:
     if ctx.peers is not None:  # one admin API for every worker: their counters add up
         counters = add_counters(counters, await ctx.peers.counters())
     return web.json_response({"routes": _route_view(ctx, counters), "fields": _field_view(ctx),
-                              "unmatched": dict(counters.get(DEFAULT_ROUTE_LABEL, {}))})
+                              "unmatched": dict(counters.get(DEFAULT_ROUTE_LABEL, {})),
+                              "cells": admin_cells.route_cells(ctx.flips, ctx.guardrail_status)})
 
 
 async def _config(request: web.Request) -> web.Response:
@@ -218,6 +224,7 @@ async def _flip(request: web.Request) -> web.Response:
     ):
         return error_response(400, "bad_request", f'"percent" must be a whole number 0..100 (as in the file), got {percent!r}')
     reason = text_field(body, "reason")
+    name = admin_cells.flip_name(ctx.flips.config, name, body.get("cell"))
     try:
         outcome = await ctx.flips.flip(name, body["mode"], percent, who=request[WHO], reason=reason)
     except FlipError as exc:
@@ -279,6 +286,9 @@ def admin_app(ctx: AdminContext) -> web.Application:
     app.router.add_post("/routes/{name}/flip", _flip)
     if ctx.switches is not None:
         admin_upstreams.register(app, ctx.switches, ctx.endpoint_stats)
+    admin_cells.register(app, ctx.flips, ctx.guardrail_status)
+    if ctx.rollouts is not None:
+        admin_rollouts.register(app, ctx.rollouts)
     app.router.add_get("/audit", _audit)
     app.router.add_post("/reload", _reload)
     app.router.add_get("/metrics", _metrics)

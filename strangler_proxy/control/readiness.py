@@ -16,7 +16,9 @@ route's or field's own, else the global one):
    so the rate is over every request the candidate handled
    (:attr:`VerdictCounts.handled`: compared + served), not over the compared
    samples alone, which would overstate it by the served share;
-4. the candidate's p99 latency is at most ``latency_factor`` x legacy's.
+4. the candidate's p99 latency is at most ``latency_factor`` x legacy's, or
+   at most ``latency_slack_ms`` over it (:func:`too_slow`: on a loopback-fast
+   legacy a ratio alone would call a millisecond of noise a regression).
 
     >>> round(wilson_upper(0, 100), 4)
     0.037
@@ -43,7 +45,7 @@ from strangler_proxy.config import ReadinessConfig, StranglerConfig
 from strangler_proxy.diff.keys import configured_for_key
 from strangler_proxy.store.counts import VerdictCounts
 
-__all__ = ["Readiness", "VerdictCounts", "evaluate", "rules_for_key", "wilson_upper"]
+__all__ = ["Readiness", "VerdictCounts", "evaluate", "rules_for_key", "too_slow", "wilson_upper"]
 
 # The two-sided 95 % normal quantile, z_{0.975}.
 Z_95 = 1.959963984540054
@@ -63,6 +65,16 @@ def wilson_upper(k: int, n: int, z: float = Z_95) -> float:
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def too_slow(legacy_p99_s: float, candidate_p99_s: float, factor: float, slack_s: float) -> bool:
+    """Whether the candidate's p99 is a regression: over ``factor`` x legacy's *and* more
+    than ``slack_s`` over it.
+
+    >>> too_slow(0.002, 0.0034, 1.5, 0.010), too_slow(0.100, 0.160, 1.5, 0.010), too_slow(0.1, 0.14, 1.5, 0.01)
+    (False, True, False)
+    """
+    return candidate_p99_s > max(factor * legacy_p99_s, legacy_p99_s + slack_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +129,7 @@ def evaluate(
     if ratio is None:
         if n:
             reasons.append("no latency data for both sides")
-    elif ratio > rules.latency_factor:
+    elif too_slow(legacy_p99_s or 0.0, candidate_p99_s or 0.0, rules.latency_factor, rules.latency_slack_ms / 1000):
         reasons.append(f"candidate p99 is {ratio:.2f}x legacy's (max {rules.latency_factor:g}x)")
     if n < rules.min_samples:
         status: Status = "insufficient-samples"

@@ -46,7 +46,7 @@ from strangler_proxy.diff.exchange import Exchange, Side
 from strangler_proxy.disclosure import may_disclose
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.graphql.gateway import GraphQLGateway
-from strangler_proxy.headers import DRY_RUN_HEADER, FALLBACK_HEADER, SERVED_BY_HEADER, SHADOW_HEADER
+from strangler_proxy.headers import CELL_HEADER, DRY_RUN_HEADER, FALLBACK_HEADER, SERVED_BY_HEADER, SHADOW_HEADER
 from strangler_proxy.routing.canary import serves_target
 from strangler_proxy.routing.cells import scoped
 from strangler_proxy.routing.methods import SAFE_METHODS
@@ -57,6 +57,7 @@ GRAPHQL_ROUTE = "graphql"
 _PROBLEM_TYPE = [("Content-Type", "application/problem+json")]
 BRIDGE_TIMEOUT_S = 300.0
 BRIDGE_CONNECTIONS = 256
+_CELL_HEADER_LOWER = CELL_HEADER.lower()
 
 
 class _Tee:
@@ -187,25 +188,34 @@ class ProxyHandler:
         request.send(400, b"Bad Request", _PROBLEM_TYPE, body, own=True)
 
     async def _serve_graphql(self, request: Request, bridge: GraphQLBridge, start: float) -> None:
-        """The gateway answers (on its aiohttp server, see :class:`GraphQLBridge`); each field goes to its owner."""
+        """The gateway answers (on its aiohttp server, see :class:`GraphQLBridge`); each field goes to its
+        owner; with cells, in the cell the request's key picks (the gateway reads the key: it may be an
+        argument) and names back in :data:`CELL_HEADER`, which is read here and never forwarded."""
         served = _Served(GRAPHQL_ROUTE, "legacy")
         # The client's own headers (admin token included: the gateway decides disclosure), hop-by-hop dropped.
         headers = response_headers(tuple(request.raw_headers), request.headers.get("Connection"))
         body = self._request_body(request, None) if request.body is not None else None
+        cell: str | None = None
         try:
             resp = await bridge.client.send(request.method, request.raw_path, "", headers, body)
         except (OSError, TimeoutError) as exc:  # the gateway's server is in this process: hardly ever
             await self._reply_problem(request, served, translate(exc, GRAPHQL_ROUTE))
         else:
             served.status = resp.status
-            out = [(k, v) for k, v in response_headers(tuple(resp.raw_headers), None) if k.lower() != "server"]
+            out = []
+            for k, v in response_headers(tuple(resp.raw_headers), None):
+                lk = k.lower()
+                if lk == _CELL_HEADER_LOWER:
+                    cell = v or None
+                elif lk != "server":
+                    out.append((k, v))
             await self._stream(request, resp, served, out, own=True)
         duration = time.perf_counter() - start
         runtime = self.runtime
-        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, served.status, duration)
+        runtime.metrics.request(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, served.status, duration, cell or "")
         runtime.counters(GRAPHQL_ROUTE).requests += 1
         runtime.access_log.emit(GRAPHQL_ROUTE, "gateway", GRAPHQL_ROUTE, request.method, request.raw_path,
-                                served.status, duration, False, None)
+                                served.status, duration, False, None, cell)
 
     async def _serve_route(
         self, request: Request, config: StranglerConfig, route: Route, method: str, path: str, query: str,
@@ -464,8 +474,13 @@ class GraphQLBridge:
         gateway = self.handler.graphql
         if gateway is None:  # pragma: no cover -- the bridge is only used while a gateway is mounted
             return web.Response(status=503)
-        disclose = may_disclose(self.handler.runtime.config, request.headers)  # the running config's flag
-        return await gateway.handle(request, disclose=disclose)  # type: ignore[arg-type]  # BaseRequest is enough
+        runtime = self.handler.runtime
+        disclose = may_disclose(runtime.config, request.headers)  # the running config's flag
+        response, cell = await gateway.respond(request, disclose=disclose,  # type: ignore[arg-type]  # BaseRequest is enough
+                                               cells=runtime.snapshot.cells)
+        if cell is not None:  # for the lean path's metrics and log; it reads and strips it
+            response.headers[CELL_HEADER] = cell
+        return response
 
     async def close(self) -> None:
         await self.client.close()

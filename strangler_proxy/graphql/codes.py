@@ -8,6 +8,10 @@ Apollo Gateway use, so Apollo Client, urql and Relay tooling can branch on them.
     OPERATION_RESOLUTION_FAILURE   400     operationName unknown, or missing with several operations
     BAD_REQUEST                    400/405 not a GraphQL request (body, method, a GET mutation)
     PERSISTED_QUERY_NOT_SUPPORTED  400     a persisted-query hash without the query (none are kept)
+    BAD_REQUEST                    400     with cells: no partition key (cells.unkeyed: refuse), or
+                                           root fields that give different keys
+    CELL_NOT_SERVED                503     with cells: the key's cell was added by a reload after
+                                           the gateway started (a restart serves it)
     SUBGRAPH_ERROR                 200     a backend gave no usable answer: its fields are null
     DOWNSTREAM_SERVICE_ERROR       200     a backend's error without a code (its own code is kept)
     INTERNAL_SERVER_ERROR          500     the gateway failed (200: a null the schema forbids, unexplained)
@@ -42,6 +46,7 @@ PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 SUBGRAPH_ERROR = "SUBGRAPH_ERROR"
 DOWNSTREAM_SERVICE_ERROR = "DOWNSTREAM_SERVICE_ERROR"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+CELL_NOT_SERVED = "CELL_NOT_SERVED"
 SERVICE_NAME = "serviceName"  # the extensions key naming a backend
 
 

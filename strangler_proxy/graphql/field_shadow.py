@@ -12,7 +12,8 @@ so the shadow backend and the gateway do a fraction of a request's work per
 client request. A root field's shadow is fetched on its own.
 
 Each entity a client saw then becomes one :class:`~strangler_proxy.diff.exchange.ShadowPair`,
-keyed ``graphql:Type.field``, whose bodies are the two subtrees as JSON. The
+keyed ``graphql:Type.field`` (``graphql:Type.field@CELL`` for a request of a cell: its
+results, guardrail window and rollback are that cell's), whose bodies are the two subtrees as JSON. The
 comparator (the diff engine) turns each into a result, published to the same
 listeners as the REST routes' results (store, guardrails, metrics, readiness).
 Bounded: at most ``max_inflight`` background tasks; a batch that would exceed
@@ -25,6 +26,9 @@ entity (or root field), and the result is recorded as ``transient`` when they
 then agree. Field shadows are always reads (only queries are shadowed), so
 every field is rechecked; requests of one batch that saw the same comparison
 share one recheck.
+
+With cells, a request's shadows go to its cell's backends (``cell_executors``)
+and batch only with requests of the same cell.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from strangler_proxy.graphql.executor import Executor, FetchTrace, collect, on_s
 from strangler_proxy.graphql.metrics import GraphQLMetrics
 from strangler_proxy.graphql.ownership import FieldRule, Ownership
 from strangler_proxy.graphql.planner import INTERNAL_PREFIX, SHADOW_ROOT, Fetch, ShadowSpec, plan_shadow
+from strangler_proxy.routing.cells import scoped
 
 log = logging.getLogger("strangler.graphql.shadow")
 
@@ -95,6 +100,7 @@ class _Request:
     headers: Mapping[str, str]
     served_latency_s: float
     operation: _Operation
+    cell: str | None  # the request's cell (its backends, its results' names); None without cells
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,7 @@ class FieldShadower:
     sample: Callable[[], float] = random.random
     metrics: GraphQLMetrics | None = None
     rechecker: Rechecker | None = None  # the proxy's (shared with the REST shadow path); None: no rechecks
+    cell_executors: Mapping[str, Executor] = field(default_factory=dict)  # per cell: its backends
     dropped: int = 0
     completed: int = 0
     failed: int = 0
@@ -143,7 +150,8 @@ class FieldShadower:
 
     def launch(self, composed: ComposedSchema, ownership: Ownership, specs: tuple[ShadowSpec, ...],
                document: DocumentNode, operation_name: str | None, data: dict[str, Any],
-               variables: Mapping[str, Any], headers: Mapping[str, str], served_latency_s: float) -> None:
+               variables: Mapping[str, Any], headers: Mapping[str, str], served_latency_s: float,
+               cell: str | None = None) -> None:
         chosen = [s for s in specs if s.rule.sample_rate >= 1 or self.sample() < s.rule.sample_rate]
         if not chosen:
             return
@@ -153,7 +161,7 @@ class FieldShadower:
         for spec in chosen:
             try:
                 fetch = self._fetch(composed, ownership, spec, document, operation_name)
-                self._enqueue(_Request(spec, fetch, data, variables, lowered, served_latency_s, operation),
+                self._enqueue(_Request(spec, fetch, data, variables, lowered, served_latency_s, operation, cell),
                               forwarded)
             except Exception:  # the client's answer never depends on the shadow path
                 self._failed([spec])
@@ -162,7 +170,7 @@ class FieldShadower:
         if request.spec.keys is None:  # a root field: its own arguments, its own fetch
             self._start(self._run_root(request), [request])
             return
-        batch = self._batches.get(key := _batch_key(request.fetch, forwarded, request.variables))
+        batch = self._batches.get(key := _batch_key(request.fetch, forwarded, request.variables, request.cell))
         if batch is None:
             batch = self._batches[key] = _Batch(request.fetch)
         batch.requests.append(request)
@@ -214,11 +222,11 @@ class FieldShadower:
             except TimeoutError as exc:
                 log.warning("stopping: %s", exc)
 
-    def served(self, ownership: Ownership, trace: FetchTrace, latency_s: float) -> None:
+    def served(self, ownership: Ownership, trace: FetchTrace, latency_s: float, cell: str | None = None) -> None:
         """Record each field a target served in this request (once per field): SERVED, or
         CANDIDATE_ERROR when its fetch failed or came back with errors. Nothing was compared;
         these count the target's traffic and errors for guardrails, readiness and reports,
-        as the proxy's records of REST requests a target served do."""
+        as the proxy's records of REST requests a target served do (named per cell, with cells)."""
         fields: dict[str, tuple[FieldRule, str | None]] = {}  # name -> rule, first failure of any of its fetches
         for f in trace.ran:
             failure = trace.failed.get(f.id)
@@ -229,7 +237,7 @@ class FieldShadower:
         now = time.time()
         for name, (rule, failure) in fields.items():
             self.publish(ShadowResult(
-                key=GRAPHQL_KEY_PREFIX + name, mode=rule.mode.value, at=now,
+                key=GRAPHQL_KEY_PREFIX + scoped(name, cell), mode=rule.mode.value, at=now,
                 verdict=Verdict.CANDIDATE_ERROR if failure else Verdict.SERVED,
                 candidate_status=200, candidate_latency_s=latency_s,
                 reason=None if failure is None else failure_reason("candidate", 200, failure), method="POST",
@@ -244,6 +252,10 @@ class FieldShadower:
                 self._plans.clear()
             self._plans[id(spec)] = got
         return got[1]
+
+    def _executor(self, cell: str | None) -> Executor:
+        """The executor towards a cell's backends (the default one without cells)."""
+        return self.executor if cell is None else self.cell_executors.get(cell, self.executor)
 
     def _failed(self, specs: list[ShadowSpec]) -> None:
         self.failed += len(specs)
@@ -264,15 +276,16 @@ class FieldShadower:
         """``fetch`` for one entity (its key fields), or as the root fetch when ``entity`` is None."""
         rk = r.spec.response_key
         errors: list[dict[str, Any]] = []
+        executor = self._executor(r.cell)
         start = time.perf_counter()
         if entity is None:
             scratch: dict[str, Any] = {}
-            await self.executor.run_roots((fetch,), scratch, errors, r.variables, r.headers)
-            await self.executor.run_entities(list(fetch.children), scratch, errors, r.variables, r.headers)
+            await executor.run_roots((fetch,), scratch, errors, r.variables, r.headers)
+            await executor.run_entities(list(fetch.children), scratch, errors, r.variables, r.headers)
             value, under = scratch.get(rk), (rk,)
         else:
             objects = [dict(entity)]
-            await self.executor.run_entities([fetch], {SHADOW_ROOT: objects}, errors, r.variables, r.headers)
+            await executor.run_entities([fetch], {SHADOW_ROOT: objects}, errors, r.variables, r.headers)
             value, under = objects[0].get(rk), (SHADOW_ROOT, 0)
         return _Answer(orjson.dumps(strip_internal(value)), _errors_under(errors, under), time.perf_counter() - start)
 
@@ -316,13 +329,14 @@ class FieldShadower:
                 entries.append((r, i, k, obj.get(spec.response_key)))
         if not entries:
             return
-        first = batch.requests[0]  # every request in a batch forwards the same headers and variables
+        first = batch.requests[0]  # every request in a batch forwards the same headers and variables, same cell
+        executor = self._executor(first.cell)
         n = MAX_ENTITIES_PER_FETCH  # a big batch goes as several requests, in parallel
         chunks = [entities[at:at + n] for at in range(0, len(entities), n)]
         chunk_errors: list[list[dict[str, Any]]] = [[] for _ in chunks]
         start = time.perf_counter()
-        await asyncio.gather(*(self.executor.run_entities([batch.fetch], {SHADOW_ROOT: chunk}, errs, first.variables,
-                                                          first.headers)
+        await asyncio.gather(*(executor.run_entities([batch.fetch], {SHADOW_ROOT: chunk}, errs, first.variables,
+                                                     first.headers)
                                for chunk, errs in zip(chunks, chunk_errors, strict=True)))
         latency = time.perf_counter() - start
         shadow_bodies: dict[int, bytes] = {}
@@ -356,7 +370,8 @@ class FieldShadower:
         served_ex = self._exchange(spec.served_backend, spec, served)
         shadow_ex = self._exchange(spec.backend, spec, shadow)
         legacy, candidate = (served_ex, shadow_ex) if spec.served_by == "legacy" else (shadow_ex, served_ex)
-        pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + spec.field_name, mode=spec.mode, served_by=spec.served_by,  # type: ignore[arg-type]
+        pair = ShadowPair(key=GRAPHQL_KEY_PREFIX + scoped(spec.field_name, r.cell), mode=spec.mode,
+                          served_by=spec.served_by,  # type: ignore[arg-type]
                           legacy=legacy, candidate=candidate, partition=_partition_label(rep_key))
         return self.comparator.compare(pair, self.rules_for(spec.field_name))
 
@@ -391,10 +406,11 @@ def _with_served_latency(result: ShadowResult, spec: ShadowSpec, latency_s: floa
     return replace(result, candidate_latency_s=latency_s, at=time.time())
 
 
-def _batch_key(fetch: Fetch, forwarded: tuple[str | None, ...], variables: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Shadows that can share one ``_entities`` request: same backend, same sub-query (the same
-    text from any client query; with nested fetches of its own, the same plan), same forwarded
-    headers, same values of the variables it and its nested fetches use."""
+def _batch_key(fetch: Fetch, forwarded: tuple[str | None, ...], variables: Mapping[str, Any],
+               cell: str | None) -> tuple[Any, ...]:
+    """Shadows that can share one ``_entities`` request: same cell, same backend, same sub-query
+    (the same text from any client query; with nested fetches of its own, the same plan), same
+    forwarded headers, same values of the variables it and its nested fetches use."""
     names: set[str] = set()
     todo = [fetch]
     while todo:
@@ -403,8 +419,8 @@ def _batch_key(fetch: Fetch, forwarded: tuple[str | None, ...], variables: Mappi
         todo.extend(f.children)
     used = orjson.dumps({n: variables[n] for n in names if n in variables}, option=orjson.OPT_SORT_KEYS)
     if fetch.children:
-        return (fetch.backend, id(fetch), forwarded, used)
-    return (fetch.backend, fetch.document, fetch.variable_defs, forwarded, used)
+        return (cell, fetch.backend, id(fetch), forwarded, used)
+    return (cell, fetch.backend, fetch.document, fetch.variable_defs, forwarded, used)
 
 
 def _errors_under(errors: list[dict[str, Any]], prefix: tuple[Any, ...]) -> list[dict[str, Any]]:

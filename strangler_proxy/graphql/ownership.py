@@ -16,7 +16,10 @@ extracted  the target                                      legacy, when
 =========  ==============================================  ===================
 
 An :class:`Ownership` is immutable and swapped whole when a flip lands; plans
-are cached per ``Ownership.version``.
+are cached per ``Ownership.version``. With cells, a field can have a mode of
+its own in one cell (an override named ``Type.field@CELL``): such a cell gets
+an Ownership of its own (:meth:`Ownership.for_cell`), every other cell follows
+the global one.
 
     >>> from strangler_proxy.config import GraphQLConfig
     >>> o = Ownership.build(GraphQLConfig(backends={"legacy": {"upstream": "legacy"},
@@ -30,14 +33,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from strangler_proxy.config import GraphQLConfig, Mode
 from strangler_proxy.errors import GraphQLGatewayError
 from strangler_proxy.graphql.compose import ROOT_TYPES, ComposedSchema
 from strangler_proxy.routing.canary import bucket
+from strangler_proxy.routing.cells import split_scoped
 
 _versions = itertools.count(1)
 
@@ -83,14 +88,44 @@ class Ownership:
     legacy: str
     rules: Mapping[str, FieldRule]
     version: int
+    # cell -> its table, for the cells with a field override of their own (Type.field@CELL)
+    cells: Mapping[str, Ownership] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(cls, config: GraphQLConfig, overrides: Mapping[str, RouteStateLike] | None = None) -> Ownership:
-        """``config.fields`` with the runtime ``overrides`` (name -> mode/percent) applied."""
+        """``config.fields`` with the runtime ``overrides`` (name -> mode/percent) applied; an
+        override named ``Type.field@CELL`` applies in that cell only (:meth:`for_cell`). Overrides
+        of routes (and of routes in a cell) are not the gateway's and are ignored.
+
+        >>> from strangler_proxy.config import GraphQLConfig
+        >>> from strangler_proxy.routing.router import RouteState
+        >>> cfg = GraphQLConfig(backends={"legacy": {"upstream": "legacy"}, "ratings": {"upstream": "ratings"}},
+        ...                     fields={"Title.rating": {"target": "ratings", "mode": "shadow"}})
+        >>> o = Ownership.build(cfg, {"Title.rating@c2": RouteState(Mode.EXTRACTED, 0.0), "ratings@c1": RouteState(Mode.EXTRACTED, 0.0)})
+        >>> [o.for_cell(c).rule("Title", "rating").mode.value for c in (None, "c1", "c2")]
+        ['shadow', 'shadow', 'extracted']
+        >>> o.for_cell("c1") is o
+        True
+        """
+        plain: dict[str, RouteStateLike] = {}
+        per_cell: dict[str, dict[str, RouteStateLike]] = {}
+        for name, state in (overrides or {}).items():
+            base, cell = split_scoped(name)
+            if base not in config.fields:
+                continue
+            if cell is None:
+                plain[base] = state
+            else:
+                per_cell.setdefault(cell, {})[base] = state
+        cells = {cell: cls._table(config, {**plain, **own}) for cell, own in per_cell.items()}
+        return replace(cls._table(config, plain), cells=MappingProxyType(cells))
+
+    @classmethod
+    def _table(cls, config: GraphQLConfig, overrides: Mapping[str, RouteStateLike]) -> Ownership:
         rules: dict[str, FieldRule] = {}
         for name, fc in config.fields.items():
             mode, percent = fc.mode, fc.percent
-            over = (overrides or {}).get(name)
+            over = overrides.get(name)
             if over is not None:
                 mode = over.mode if isinstance(over.mode, Mode) else Mode(str(over.mode))
                 percent = float(over.percent)
@@ -99,6 +134,10 @@ class Ownership:
                 reverse_shadow=fc.reverse_shadow, sample_rate=fc.sample_rate,
             )
         return cls(legacy=config.legacy_backend, rules=rules, version=next(_versions))
+
+    def for_cell(self, cell: str | None) -> Ownership:
+        """The table of one cell: its own when it has field overrides of its own, else this one."""
+        return self if cell is None else self.cells.get(cell, self)
 
     @cached_property
     def targets_serve(self) -> bool:

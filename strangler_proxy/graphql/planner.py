@@ -149,6 +149,44 @@ def operation_of(document: DocumentNode, operation_name: str | None) -> Operatio
     return ops[0]
 
 
+def root_argument_values(document: DocumentNode, op: OperationDefinitionNode, name: str,
+                         variables: Mapping[str, object]) -> set[str]:
+    """The distinct values the operation's root fields give their argument ``name`` (fragments
+    on the root type included; variables resolved, with their defaults), as text. A null or
+    absent argument gives nothing.
+
+    >>> doc = graphql.parse('query($t: ID = "tt2") { a: title(id: $t) { x } b: title(id: "tt1") { x } top { x } }')
+    >>> sorted(root_argument_values(doc, operation_of(doc, None), "id", {}))
+    ['tt1', 'tt2']
+    >>> sorted(root_argument_values(doc, operation_of(doc, None), "id", {"t": "tt1"}))
+    ['tt1']
+    """
+    values = dict(variables)
+    for d in op.variable_definitions or ():
+        if d.default_value is not None and d.variable.name.value not in values:
+            values[d.variable.name.value] = graphql.value_from_ast_untyped(d.default_value)
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    found: set[str] = set()
+    todo: list[SelectionNode] = list(op.selection_set.selections)
+    seen_fragments: set[str] = set()
+    while todo:
+        sel = todo.pop()
+        if isinstance(sel, FieldNode):
+            for arg in sel.arguments or ():
+                if arg.name.value == name:
+                    v = graphql.value_from_ast_untyped(arg.value, values)
+                    if v is not None and v is not graphql.Undefined and v != "":
+                        found.add(str(v))
+        elif isinstance(sel, InlineFragmentNode):
+            todo.extend(sel.selection_set.selections)
+        elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen_fragments:
+            seen_fragments.add(sel.name.value)
+            frag = fragments.get(sel.name.value)
+            if frag is not None:
+                todo.extend(frag.selection_set.selections)
+    return found
+
+
 def root_canary_fields(composed: ComposedSchema, ownership: Ownership, op: OperationDefinitionNode) -> list[FieldRule]:
     """Canary rules on the operation's top-level fields: decided once per request."""
     root = _root_type(composed, op).name

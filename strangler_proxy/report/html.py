@@ -3,7 +3,9 @@ a few lines of inline script), readable offline.
 
 Per key: readiness, the match rate over time, p50/p99 latencies of both sides
 over time, the top differing paths, and example differences with the legacy
-and candidate bodies side by side and the differing paths highlighted.
+and candidate bodies side by side and the differing paths highlighted. With
+cells, a route's figures are over all its cells, and its per-cell lines (in the
+summary and in its section) give each cell's own figures and readiness.
 
 The page's own script collects any JavaScript error into ``#js-errors`` and,
 once it has run, marks ``#render-status`` with ``data-rendered="yes"`` --
@@ -42,6 +44,7 @@ figure{margin:0}figcaption{font-size:13px;color:#445}.charts{display:flex;flex-w
 .sides{display:grid;grid-template-columns:1fr 1fr;gap:12px}pre{background:#fff;border:1px solid #dde;padding:8px;overflow:auto;max-height:420px;margin:0;font-size:12px}
 mark.diff{background:#ffe08a;outline:1px solid #e0a800}code{font-size:12px}.empty{font-size:16px;padding:16px;background:#fff;border:1px dashed #bbc}
 #js-errors{color:#b3261e}#filter{margin:8px 0;padding:4px;width:280px}
+tr.cell-row td:first-child{padding-left:24px;color:#445}
 """
 
 # Runs first: every later error, however early, ends up in #js-errors.
@@ -90,18 +93,41 @@ def _summary_table(report: Report) -> str:
     )
     rows = []
     for k in report.keys:
-        c = k.summary.counts
-        rows.append(
-            f'<tr data-key="{escape(k.key)}"><td><a href="#{_anchor(k.key)}">{escape(k.key)}</a></td>'
-            f'<td class="num">{c.compared}</td><td class="num">{_pct(c.match, c.compared)}</td>'
-            f'<td class="num">{_pct(c.mismatch, c.compared)}</td><td class="num">{c.transient}</td>'
-            f'<td class="num">{c.candidate_error}</td>'
-            f'<td class="num">{c.served}</td><td class="num">{len(k.summary.noise)}</td>'
-            f'<td class="num">{_ms(k.p("legacy", 0.5))} / {_ms(k.p("legacy", 0.99))}</td>'
-            f'<td class="num">{_ms(k.p("candidate", 0.5))} / {_ms(k.p("candidate", 0.99))}</td>'
-            f'<td class="{k.readiness.status}">{escape(k.readiness.label)}</td></tr>'
-        )
+        rows.append(_summary_row(k, f'<a href="#{_anchor(k.key)}">{escape(k.key)}</a>', ""))
+        rows.extend(_summary_row(c, f"@{escape(c.cell or '')}", ' class="cell-row"') for c in k.cells)
     return f'<table id="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _summary_row(k: KeyReport, label: str, attrs: str) -> str:
+    c = k.summary.counts
+    return (
+        f'<tr data-key="{escape(k.key)}"{attrs}><td>{label}</td>'
+        f'<td class="num">{c.compared}</td><td class="num">{_pct(c.match, c.compared)}</td>'
+        f'<td class="num">{_pct(c.mismatch, c.compared)}</td><td class="num">{c.transient}</td>'
+        f'<td class="num">{c.candidate_error}</td>'
+        f'<td class="num">{c.served}</td><td class="num">{len(k.summary.noise)}</td>'
+        f'<td class="num">{_ms(k.p("legacy", 0.5))} / {_ms(k.p("legacy", 0.99))}</td>'
+        f'<td class="num">{_ms(k.p("candidate", 0.5))} / {_ms(k.p("candidate", 0.99))}</td>'
+        f'<td class="{k.readiness.status}">{escape(k.readiness.label)}</td></tr>'
+    )
+
+
+def _cells_table(k: KeyReport) -> str:
+    """The route's figures and readiness in each cell."""
+    if not k.cells:
+        return ""
+    rows = "".join(
+        f'<tr data-cell="{escape(c.cell or "")}"><td>{escape(c.cell or "")}</td><td class="num">{c.summary.counts.compared}</td>'
+        f'<td class="num">{_pct(c.summary.counts.mismatch, c.summary.counts.compared)}</td>'
+        f'<td class="num">{c.summary.counts.candidate_error}</td><td class="num">{c.summary.counts.served}</td>'
+        f'<td class="num">{_ms(c.p("candidate", 0.99))}</td>'
+        f'<td class="{c.readiness.status}">{escape(c.readiness.label)}</td></tr>'
+        for c in k.cells
+    )
+    return (
+        '<h3>Per cell</h3><table class="cells"><tr><th>cell</th><th>samples</th><th>mismatch</th>'
+        f"<th>candidate errors</th><th>served by target</th><th>candidate p99 ms</th><th>readiness</th></tr>{rows}</table>"
+    )
 
 
 def _charts(k: KeyReport) -> str:
@@ -214,7 +240,7 @@ def _key_section(k: KeyReport) -> str:
         f'<p class="meta">{k.kind} · {k.summary.counts.total} results · '
         f"{k.summary.counts.served} served by target (not compared) · "
         f"{k.summary.counts.transient} transient (gone when asked again) · noise paths: {noise}</p>"
-        f"{_charts(k)}<h3>Top differing paths</h3>{_paths_table(k)}<h3>Examples</h3>{examples}</section>"
+        f"{_cells_table(k)}{_charts(k)}<h3>Top differing paths</h3>{_paths_table(k)}<h3>Examples</h3>{examples}</section>"
     )
 
 
@@ -236,7 +262,7 @@ def render_html(report: Report) -> str:
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>strangler report</title><style>{_CSS}{PROGRESS_CSS}</style><script>{_HEAD_SCRIPT}</script></head><body>"
-        f"<h1>strangler shadow report</h1>"
+        f"<h1>strangler shadow report{escape(f', cell {report.cell}' if report.cell else '')}</h1>"
         f'<p class="meta">generated {_iso(report.generated_at)} · store {escape(report.database)}</p>'
         f'{body}<pre id="js-errors"></pre><p class="meta" id="render-status"></p>'
         f"<script>{_TAIL_SCRIPT}</script></body></html>"

@@ -46,6 +46,7 @@ def body_text(body: bytes | None) -> str | None:
 
 def _sample(s: StoredSample) -> dict[str, Any]:
     return {
+        "key": s.key,  # the stored key: ratings@c1 names the cell
         "at": _iso(s.at),
         "verdict": s.verdict,
         "method": s.method,
@@ -67,6 +68,9 @@ def key_to_json(k: KeyReport) -> dict[str, Any]:
     return {
         "key": k.key,
         "kind": k.kind,
+        "cell": k.cell,
+        # Ready, and in every cell of "cells" too: what --gate asks.
+        "ready": k.ready,
         "samples": n,
         "counts": {
             "match": c.match,
@@ -120,6 +124,8 @@ def key_to_json(k: KeyReport) -> dict[str, Any]:
             for p in s.timeline
         ],
         "examples": [_sample(x) for x in k.samples],
+        # The breakdown per cell (same shape; their examples are the route's, named by "key").
+        "cells": [key_to_json(c) for c in k.cells],
     }
 
 
@@ -129,9 +135,10 @@ def report_to_json(report: Report) -> dict[str, Any]:
         "schema": SCHEMA,
         "generated_at": _iso(report.generated_at),
         "database": report.database,
+        "cell": report.cell,
         "empty": report.empty,
         "message": "no shadow results stored yet" if report.empty else None,
-        "ready": bool(keys) and all(k["readiness"]["ready"] for k in keys),
+        "ready": bool(keys) and all(k["ready"] for k in keys),
         "keys": keys,
         # Added in v1: the migration's progress (its own schema, strangler.progress/v1).
         "progress": progress_to_json(report.progress) if report.progress is not None else None,

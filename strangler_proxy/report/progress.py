@@ -37,6 +37,11 @@ request, so the share leans to the monolith for list queries.
     Served(extracted=98.0, requests=100.0)
     >>> served_by_extracted(VerdictCounts(match=40, served=60), Mode.EXTRACTED, field=True)
     Served(extracted=60.0, requests=60.0)
+
+With cells, results are stored per (route, cell) (``ratings@c1``), each judged by
+the mode that cell was in (:func:`cell_history`); a route is listed once, its
+share summed over its cells (and any results stored without a cell), with the
+cells as its breakdown (:attr:`KeyProgress.cells`).
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from strangler_proxy.config import Mode, StranglerConfig
-from strangler_proxy.control.readiness import Readiness
+from strangler_proxy.control.readiness import Readiness, evaluate, rules_for_key
 from strangler_proxy.diff.keys import KeyKind, configured_for_key, configured_keys, key_kind
+from strangler_proxy.routing.cells import scoped, split_scoped
 from strangler_proxy.routing.router import RouteState
 from strangler_proxy.store.counts import VerdictCounts
 from strangler_proxy.store.queries import TimePoint
@@ -95,6 +101,8 @@ class Switch:
     at: float
     from_mode: Mode
     to_mode: Mode
+    from_percent: float = 0.0
+    to_percent: float = 0.0
 
 
 class ModeHistory:
@@ -117,6 +125,49 @@ class ModeHistory:
     def at(self, t: float) -> Mode:
         i = bisect.bisect_right(self._times, t)
         return self._switches[i].from_mode if i < len(self._switches) else self.now
+
+
+def cell_history(route: Sequence[Switch], cell: Sequence[Switch], now: Mode) -> ModeHistory:
+    """The mode a route had in one cell over time: the cell's own flips (audited as
+    ``route@cell``) and, while the cell had no override of its own, the route's.
+
+    A cell flip to what the route says ends its override (as a flip does); a cell
+    whose first recorded flip starts from another state than the route's had an
+    override before it.
+
+        >>> s = Switch
+        >>> h = cell_history([s(100.0, Mode.SHADOW, Mode.CANARY, 0, 10), s(300.0, Mode.CANARY, Mode.EXTRACTED, 10, 0)],
+        ...                  [s(200.0, Mode.CANARY, Mode.LEGACY, 10, 0)], now=Mode.LEGACY)
+        >>> [h.at(t).value for t in (50, 150, 250, 350)]  # the route's extracted at 300 does not reach the cell
+        ['shadow', 'canary', 'legacy', 'legacy']
+    """
+    events = sorted([(sw.at, 0, sw) for sw in route] + [(sw.at, 1, sw) for sw in cell], key=lambda e: (e[0], e[1]))
+    first_route = min(route, key=lambda sw: sw.at, default=None)
+    state = (first_route.from_mode, first_route.from_percent) if first_route else None
+    own: tuple[Mode, float] | None = None
+    first_cell = min(cell, key=lambda sw: sw.at, default=None)
+    if first_cell is not None:
+        before = state
+        for at, _, sw in events:
+            if at >= first_cell.at:
+                break
+            before = (sw.to_mode, sw.to_percent)
+        if before is not None and (first_cell.from_mode, first_cell.from_percent) != before:
+            own = (first_cell.from_mode, first_cell.from_percent)  # an override older than the audit log
+        if state is None:
+            state = (first_cell.from_mode, first_cell.from_percent)
+    switches: list[Switch] = []
+    for at, is_cell, sw in events:
+        was = own or state
+        if is_cell:
+            to = (sw.to_mode, sw.to_percent)
+            own = to if to != state else None
+        else:
+            state = (sw.to_mode, sw.to_percent)
+        after = own or state
+        if was is not None and after is not None and after[0] is not was[0]:
+            switches.append(Switch(at, was[0], after[0], was[1], after[1]))
+    return ModeHistory(switches, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +201,11 @@ class KeyProgress:
     served: Served
     points: tuple[ProgressPoint, ...]
     sample_rate: float
+    cells: tuple[KeyProgress, ...] = ()  # the breakdown per cell (empty without cells)
+
+    @property
+    def cell(self) -> str | None:
+        return split_scoped(self.key)[1]
 
     @property
     def latest(self) -> float | None:
@@ -224,31 +280,48 @@ def build_progress(
     live: LiveShare | None = None,
 ) -> Progress:
     """Pure: ``series`` are per-bucket time points per key (the store's buckets),
-    ``states`` the modes now and ``histories`` the modes over time, both by key.
-    Keys: every configured route and field, plus every key with results."""
-    names = list(dict.fromkeys([*configured_keys(config), *sorted(series)]))
+    ``states`` the modes now and ``histories`` the modes over time, both by key
+    (``ratings@c1`` for a cell; one without its own follows its route's).
+    Keys: every configured route and field, plus every key with results; a
+    cell's key counts under its route, once."""
+    names = list(dict.fromkeys([*configured_keys(config), *(split_scoped(k)[0] for k in sorted(series))]))
     names.sort(key=lambda k: (key_kind(k) != "route", k))
     axis = _axis(series, since, now, bucket_s, points)
     n_points = (axis[1] - axis[0]) // axis[2] if axis else 0
-    totals = [Served() for _ in range(n_points)]
-    keys = []
-    for key in names:
-        state = states.get(key)
+    known_cells = config.cells.names if config is not None and config.cells is not None else ()
+
+    def per_point(key: str, rate: float) -> list[Served]:
+        state = states.get(key) or states.get(split_scoped(key)[0])
         history = histories.get(key) or ModeHistory((), state.mode if state else Mode.SHADOW)
-        rate = sample_rate_of(config, key)
-        per_point = [Served() for _ in range(n_points)]
+        out = [Served() for _ in range(n_points)]
         for tp in series.get(key, ()):
             assert axis is not None
             mode = history.at(tp.start + (tp.end - tp.start) / 2)
-            i = (tp.start - axis[0]) // axis[2]
-            per_point[i] += served_by_extracted(tp.counts, mode, field=key_kind(key) == "graphql-field",
-                                                sample_rate=rate)
-        for i, s in enumerate(per_point):
+            out[(tp.start - axis[0]) // axis[2]] += served_by_extracted(
+                tp.counts, mode, field=key_kind(key) == "graphql-field", sample_rate=rate)
+        return out
+
+    def key_progress(key: str, served: list[Served], rate: float, cells: tuple[KeyProgress, ...] = ()) -> KeyProgress:
+        judged = readiness.get(key) or evaluate(VerdictCounts(), None, None, rules_for_key(config, key))
+        return KeyProgress(key=key, kind=key_kind(key), state=states.get(key) or states.get(split_scoped(key)[0]),
+                           readiness=judged, served=sum(served, Served()), points=_points(axis, served),
+                           sample_rate=rate, cells=cells)
+
+    totals = [Served() for _ in range(n_points)]
+    keys = []
+    for key in names:
+        rate = sample_rate_of(config, key)
+        seen = {c for k in series if (c := split_scoped(k)[1]) is not None and split_scoped(k)[0] == key}
+        configured = known_cells if configured_for_key(config, key) is not None else ()
+        route = per_point(key, rate)  # results stored without a cell
+        cells = []
+        for cell in [*configured, *sorted(seen - set(configured))]:
+            own = per_point(scoped(key, cell), rate)
+            route = [a + b for a, b in zip(route, own, strict=True)]
+            cells.append(key_progress(scoped(key, cell), own, rate))
+        for i, s in enumerate(route):
             totals[i] += s
-        keys.append(KeyProgress(
-            key=key, kind=key_kind(key), state=state, readiness=readiness[key], served=sum(per_point, Served()),
-            points=_points(axis, per_point), sample_rate=rate,
-        ))
+        keys.append(key_progress(key, route, rate, tuple(cells)))
     return Progress(
         generated_at=now, since=since, start=axis[0] if axis else None, end=axis[1] if axis else None,
         modes_from=modes_from, modes_note=modes_note, keys=tuple(keys), points=_points(axis, totals),

@@ -15,6 +15,10 @@ together, so no running proxy is needed:
 A database with the results tables but not the control ones (a results-only
 store) still gives a progress: modes from the file, no history.
 
+With cells, a cell's results (``ratings@c1``) are judged by that cell's mode
+over time (its own flips, else its route's: ``progress.cell_history``), and
+each route's readiness is over all its cells' results together.
+
     progress = await load_progress(engine, config, since=time.time() - 3600)
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,8 +47,11 @@ from strangler_proxy.report.progress import (
     Progress,
     Switch,
     build_progress,
+    cell_history,
 )
-from strangler_proxy.store.queries import ResultsReader, empty_summary
+from strangler_proxy.routing.cells import scoped, split_scoped
+from strangler_proxy.store.histogram import merge_all
+from strangler_proxy.store.queries import KeySummary, ResultsReader, empty_summary
 
 # One time point per stored bucket: the modes are matched bucket by bucket.
 PER_BUCKET = 1 << 40
@@ -62,27 +70,49 @@ def states_from_admin(states: Mapping[str, RunningState]) -> dict[str, KeyState]
     return {key_of(n): KeyState(s.mode, s.percent, s.source) for n, s in states.items()}
 
 
+def _cells_of(config: StranglerConfig | None) -> tuple[str, ...]:
+    return config.cells.names if config is not None and config.cells is not None else ()
+
+
 def _states_from_file(config: StranglerConfig | None, stored: Mapping[str, StoredOverride]) -> dict[str, KeyState]:
-    """The modes a proxy starting now would use: a stored flip wins unless the file changed since."""
+    """The modes a proxy starting now would use: a stored flip wins unless the file changed since.
+    A cell without a flip of its own has its route's mode."""
     out: dict[str, KeyState] = {}
     for key in configured_keys(config):
         assert config is not None
-        name = name_of(key)
-        o = stored.get(name)
-        if o is not None and stale_override(config, name, o) is not None:
-            o = None
-        state = effective(config, name, o)
-        if state is not None:
-            out[key] = KeyState(Mode(state.mode), float(state.percent), "flip" if o is not None else "file")
+        for cell in (None, *_cells_of(config)):
+            name = scoped(name_of(key), cell)
+            o = stored.get(name)
+            if o is not None and stale_override(config, name, o) is not None:
+                o = None
+            if cell is not None and o is None:
+                continue  # follows the route (build_progress looks it up there)
+            state = effective(config, name, o)
+            if state is not None:
+                out[scoped(key, cell)] = KeyState(Mode(state.mode), float(state.percent), "flip" if o is not None else "file")
     return out
+
+
+async def _switches(store: StateStore, key: str) -> list[Switch]:
+    entries = await store.audit(name=name_of(key), limit=MAX_AUDIT_LIMIT)
+    return [Switch(e.at.timestamp(), Mode(e.from_mode), Mode(e.to_mode), e.from_percent, e.to_percent)
+            for e in entries]
 
 
 async def _histories(store: StateStore, keys: list[str], states: Mapping[str, KeyState],
                      config: StranglerConfig | None) -> dict[str, ModeHistory]:
     out: dict[str, ModeHistory] = {}
-    for key in keys:
-        entries = await store.audit(name=name_of(key), limit=MAX_AUDIT_LIMIT)
-        switches = [Switch(e.at.timestamp(), Mode(e.from_mode), Mode(e.to_mode)) for e in entries]
+    routes: dict[str, list[Switch]] = {}
+    for key in sorted(keys, key=lambda k: split_scoped(k)[1] is not None):  # routes before their cells
+        base, cell = split_scoped(key)
+        if cell is not None:
+            if base not in routes:
+                routes[base] = await _switches(store, base)
+            state = states.get(key) or states.get(base)
+            now = state.mode if state is not None else (out[base].now if base in out else Mode.SHADOW)
+            out[key] = cell_history(routes[base], await _switches(store, key), now)
+            continue
+        switches = routes[key] = await _switches(store, key)
         state = states.get(key)
         if state is not None:
             now = state.mode
@@ -135,14 +165,30 @@ async def load_progress(
             modes_from, note = "none", "no config file: the modes are not known"
         if admin_note:  # why the running proxy could not say
             note += f" ({admin_note})"
-    keys = list(dict.fromkeys([*configured_keys(config), *summaries]))
+    cell_keys = [scoped(k, c) for k in configured_keys(config) for c in _cells_of(config)]
+    keys = list(dict.fromkeys([*configured_keys(config), *cell_keys, *summaries]))
     try:
         histories = await _histories(store, keys, states, config)
     except StoreError:
         histories = {}
         note += "; no audit log in this database, so every key is taken to have been in its mode now all along"
-    readiness = {key: judge(config, summaries.get(key) or empty_summary(key)) for key in keys}
+    readiness = {key: judge(config, _over_cells(key, summaries)) for key in keys}
     return build_progress(
         {k: s.timeline for k, s in summaries.items()}, readiness, states, histories, config,
         bucket_s=bucket_s, now=now, since=since, points=points, modes_from=modes_from, modes_note=note, live=live,
+    )
+
+
+def _over_cells(key: str, summaries: Mapping[str, KeySummary]) -> KeySummary:
+    """A route's results over all its cells (a cell's key: its own), for its readiness."""
+    if split_scoped(key)[1] is not None:
+        return summaries.get(key) or empty_summary(key)
+    members = [s for k, s in summaries.items() if split_scoped(k)[0] == key]
+    if not members:
+        return empty_summary(key)
+    return replace(
+        empty_summary(key),
+        counts=sum((s.counts for s in members), empty_summary(key).counts),
+        legacy_latency=merge_all(s.legacy_latency for s in members),
+        candidate_latency=merge_all(s.candidate_latency for s in members),
     )

@@ -3,7 +3,9 @@ progress``), as JSON (``--json``, and ``progress`` in the report's JSON) and as
 the section at the top of the HTML report.
 
 The JSON shape (``schema: "strangler.progress/v1"``) is documented in
-docs/reports.md; fields are only ever added within one schema version.
+docs/reports.md; fields are only ever added within one schema version. With
+cells, a route's row is over all its cells and a line per cell follows it
+(``cells`` in the JSON).
 
     >>> sparkline([0.0, 0.5, 1.0, None])
     '▁▅█·'
@@ -93,11 +95,13 @@ def render_progress_text(progress: Progress, console: Console, *, database: str 
                           ("readiness", "left")):
         table.add_column(name, justify=justify, no_wrap=name in ("key", "over time"))  # type: ignore[arg-type]
     for k in p.keys:
-        table.add_row(
-            k.key, _mode(k), _pct(k.served.share), _count(k.served.requests) + ("*" if k.sample_rate < 1 else ""),
-            _pct(k.latest), sparkline([x.served.share for x in k.points]),
-            Text(k.readiness.label, style=_READINESS_STYLE[k.readiness.status]),
-        )
+        for row in (k, *k.cells):
+            table.add_row(
+                k.key if row is k else f"  @{row.cell}", _mode(row),
+                _pct(row.served.share), _count(row.served.requests) + ("*" if row.sample_rate < 1 else ""),
+                _pct(row.latest), sparkline([x.served.share for x in row.points]),
+                Text(row.readiness.label, style=_READINESS_STYLE[row.readiness.status]),
+            )
     console.print(table)
     console.print(DEFINITION + ("; * estimated from a sampled mirror (sample_rate)" if any(
         k.sample_rate < 1 for k in p.keys) else ""), markup=False, highlight=False, style="dim")
@@ -131,6 +135,8 @@ def _key(k: KeyProgress) -> dict[str, Any]:
         "sample_rate": k.sample_rate,
         "readiness": {"ready": r.ready, "status": r.status, "label": r.label},
         "timeline": _timeline(k.points),
+        "cell": k.cell,
+        "cells": [_key(c) for c in k.cells],  # the breakdown per cell, same shape
     }
 
 
@@ -160,7 +166,7 @@ def progress_to_json(progress: Progress) -> dict[str, Any]:
 
 PROGRESS_CSS = """
 #progress .big{font-size:32px;font-weight:700;margin:4px 0}#progress .big span{font-size:14px;font-weight:400;color:#445}
-#progress svg.spark{vertical-align:middle}
+#progress svg.spark{vertical-align:middle}#progress tr.cell-row td:first-child{padding-left:24px;color:#445}
 """
 _SPARK_W, _SPARK_H = 120, 22
 
@@ -187,16 +193,21 @@ def _spark_svg(points: Sequence[ProgressPoint]) -> str:
             f'<rect width="{_SPARK_W}" height="{_SPARK_H}" fill="#f3f5f8"/>{"".join(marks)}</svg>')
 
 
-def progress_html(progress: Progress) -> str:
-    """The section at the top of the HTML report."""
-    p = progress
-    rows = "".join(
-        f'<tr data-key="{escape(k.key)}"><td>{escape(k.key)}</td><td>{escape(_mode(k))}</td>'
+def _html_row(k: KeyProgress, label: str, cell_row: bool) -> str:
+    attrs = ' class="cell-row"' if cell_row else ""
+    return (
+        f'<tr data-key="{escape(k.key)}"{attrs}><td>{escape(label)}</td><td>{escape(_mode(k))}</td>'
         f'<td class="num">{_pct(k.served.share)}</td><td class="num">{_count(k.served.requests)}</td>'
         f'<td class="num">{_pct(k.latest)}</td><td>{_spark_svg(k.points)}</td>'
         f'<td class="{k.readiness.status}">{escape(k.readiness.label)}</td></tr>'
-        for k in p.keys
     )
+
+
+def progress_html(progress: Progress) -> str:
+    """The section at the top of the HTML report."""
+    p = progress
+    rows = "".join(_html_row(row, k.key if row is k else f"@{row.cell}", row is not k)
+                   for k in p.keys for row in (k, *k.cells))
     table = (
         '<table id="progress-table"><thead><tr><th>key</th><th>mode now</th><th>served by extracted</th>'
         f"<th>of requests</th><th>latest</th><th>over time</th><th>readiness</th></tr></thead><tbody>{rows}</tbody></table>"

@@ -7,7 +7,10 @@ share, extracted without reverse shadow) -- shown so an extracted route is
 visibly busy even when it has no samples. Candidate errors include those of
 served traffic. "transient" are mismatches that were gone when both sides
 were asked again a moment later (replication lag): counted apart, never in
-the samples or the mismatch %."""
+the samples or the mismatch %.
+
+With cells, a route's row is over all its cells, and a line per cell
+(``  @c1``) follows it with that cell's own figures and readiness."""
 
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ def render_text(report: Report, console: Console) -> None:
         console.print(NOTHING_YET)
         if not report.keys:
             return
-    table = Table(title="strangler shadow report", title_justify="left")
+    title = "strangler shadow report" + (f", cell {report.cell}" if report.cell else "")
+    table = Table(title=title, title_justify="left")
     for name, justify in (
         ("key", "left"),
         ("samples", "right"),
@@ -62,23 +66,28 @@ def render_text(report: Report, console: Console) -> None:
             name, justify=justify, no_wrap=name == "key", overflow="fold"  # type: ignore[arg-type]
         )
     for k in report.keys:
-        c = k.summary.counts
-        table.add_row(
-            k.key,
-            str(c.compared),
-            _pct(c.match, c.compared),
-            _pct(c.mismatch, c.compared),
-            str(c.transient),
-            str(c.candidate_error),
-            str(c.served),
-            str(len(k.summary.noise)),
-            f"{_ms(k.p('legacy', 0.5))} / {_ms(k.p('legacy', 0.99))}",
-            f"{_ms(k.p('candidate', 0.5))} / {_ms(k.p('candidate', 0.99))}",
-            _readiness(k),
-        )
+        for row in (k, *k.cells):
+            _add_row(table, row, f"  @{row.cell}" if row is not k else k.key)
     console.print(table)
     for k in report.keys:
         if k.summary.top_paths:
             console.print(f"[bold]{k.key}[/bold] top differing paths:")
             for p in k.summary.top_paths[:TOP_PATHS_IN_TEXT]:
                 console.print(f"  {p.count:>8}  {p.kind:<8} {p.path}", markup=False, highlight=False)
+
+
+def _add_row(table: Table, k: KeyReport, label: str) -> None:
+    c = k.summary.counts
+    table.add_row(
+        label,
+        str(c.compared),
+        _pct(c.match, c.compared),
+        _pct(c.mismatch, c.compared),
+        str(c.transient),
+        str(c.candidate_error),
+        str(c.served),
+        str(len(k.summary.noise)),
+        f"{_ms(k.p('legacy', 0.5))} / {_ms(k.p('legacy', 0.99))}",
+        f"{_ms(k.p('candidate', 0.5))} / {_ms(k.p('candidate', 0.99))}",
+        _readiness(k),
+    )

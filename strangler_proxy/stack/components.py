@@ -5,7 +5,9 @@ each is started in order (its ``start`` returns the URL it serves), and they
 are stopped in reverse order when ``stop`` is set. A component that fails to
 start stops the ones already running. :func:`stack_components` builds the list
 from the registry (``stack.apps`` in strangler.yaml): the legacy app first,
-then the others with their sync workers, then the proxy.
+then the others with their sync workers, then the proxy. With a ``cells:``
+section, :func:`cells_components` does so once per cell, each cell's copy of
+the stack on its own ports and databases.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from strangler_proxy.config import StranglerConfig
 from strangler_proxy.databases import make_engine
 from strangler_proxy.datamove.sync import SyncWorker
 from strangler_proxy.errors import ConfigError
-from strangler_proxy.stack.apps import SeedRequest
-from strangler_proxy.stack.registry import RegisteredApp, Stack
+from strangler_proxy.stack.apps import AppSpec, SeedRequest
+from strangler_proxy.stack.registry import RegisteredApp, Stack, cell_database_url, load_stack
 from strangler_proxy.stack.runners import SYNC_METRICS_PORT_OFFSET, AppServer, CommandApp, SyncRunner
 
 log = logging.getLogger("strangler.stack")
@@ -74,8 +76,9 @@ def sync_worker(
     stack: Stack, config: StranglerConfig, name: str, *, reverse: bool, source: str | None = None,
     batch_size: int = DEFAULT_SYNC_BATCH, poll_interval_s: float = DEFAULT_SYNC_POLL_S,
 ) -> SyncWorker:
-    """The worker that drains one of service ``name``'s streams (see DataMove.stream)."""
-    _app, spec = stack.service(name)
+    """The worker that drains one of service ``name``'s streams (see DataMove.stream); in a
+    cell's stack, between that cell's databases (its metrics say ``service="ratings@c1"``)."""
+    app, spec = stack.service(name)
     assert spec.datamove is not None
     stream = spec.datamove.stream(reverse=reverse, source=source)
     if stream is None:
@@ -84,8 +87,8 @@ def sync_worker(
         raise ConfigError(f"service {name!r} has no {what} (forward sources: {known})", field="service")
     target = spec.datamove.source if reverse else name
     return SyncWorker(
-        name, stream,
-        make_engine(config.database_url_of(stream.source)), make_engine(config.database_url_of(target)),
+        app.label, stream,
+        make_engine(stack.database_url(config, stream.source)), make_engine(stack.database_url(config, target)),
         batch_size=batch_size, poll_interval_s=poll_interval_s,
     )
 
@@ -94,17 +97,18 @@ def app_component(
     app: RegisteredApp, config: StranglerConfig, *, host: str, port: int | None = None,
     seed: SeedRequest | None = None, backfill: bool = False,
 ) -> Component:
-    """One app (its first copy): a Python app (migrated, seeded or backfilled as asked) or a command."""
+    """One app (its first copy): a Python app (migrated, seeded or backfilled as asked) or a command.
+    In a cell's stack it uses that cell's databases."""
     port = port if port is not None else app.port
-    label = f"{app.name} ({app.zones[0]})" if len(app.ports) > 1 else app.name
+    label = f"{app.label} ({app.zones[0]})" if len(app.ports) > 1 else app.label
     if app.spec is None:
         assert app.entry.command is not None
-        command = CommandApp(app.name, app.entry.command, host=host, port=port, health=app.entry.health)
+        command = CommandApp(app.label, app.entry.command, host=host, port=port, health=app.entry.health)
         return Component(label, command.start, command.stop)
     datamove = app.spec.datamove
     server = AppServer(
-        app.name, app.spec, config.database_url_of(app.database), host=host, port=port, seed=seed,
-        backfill_from=config.database_url_of(datamove.source) if backfill and datamove is not None else None,
+        app.label, app.spec, cell_database_url(config, app.database, app.cell), host=host, port=port, seed=seed,
+        backfill_from=cell_database_url(config, datamove.source, app.cell) if backfill and datamove else None,
     )
     return Component(label, server.start, server.stop)
 
@@ -119,11 +123,12 @@ def copy_components(app: RegisteredApp, *, host: str, config_path: str) -> list[
     command app is simply run again on each port.
     """
     components = []
+    in_cell = ("--cell", app.cell) if app.cell is not None else ()
     for port, zone in zip(app.ports[1:], app.zones[1:], strict=True):
         argv = app.entry.command or (*SERVE_COPY, app.name, "--no-migrate", "--host", "{host}", "--port", "{port}",
-                                     "--config", config_path)
-        command = CommandApp(app.name, argv, host=host, port=port, health=app.entry.health)
-        components.append(Component(f"{app.name} ({zone})", _with_pid(command), command.stop))
+                                     "--config", config_path, *in_cell)
+        command = CommandApp(app.label, argv, host=host, port=port, health=app.entry.health)
+        components.append(Component(f"{app.label} ({zone})", _with_pid(command), command.stop))
     return components
 
 
@@ -133,6 +138,31 @@ def _with_pid(command: CommandApp) -> Callable[[], Awaitable[str]]:
         return f"{url}  (pid {command.pid})"
 
     return start
+
+
+def sync_plan(app: RegisteredApp, spec: AppSpec) -> list[tuple[bool, str | None, int | None]]:
+    """A service's sync workers as ``(reverse, source, metrics port)``: every
+    worker's metrics are on one registry, so the extra forward streams need no
+    endpoint of their own."""
+    assert spec.datamove is not None
+    plan: list[tuple[bool, str | None, int | None]] = [
+        (False, s.source, sync_metrics_port(app.port, reverse=False) if i == 0 else None)
+        for i, s in enumerate(spec.datamove.streams)
+    ]
+    if spec.datamove.reverse is not None:
+        plan.append((True, None, sync_metrics_port(app.port, reverse=True)))
+    return plan
+
+
+def stack_ports(stack: Stack) -> list[tuple[int, str]]:
+    """``(port, what listens there)`` for every copy of every app and every sync
+    worker's ``/metrics`` that ``strangler up`` (with services) starts."""
+    ports = [(port, app.label + (f" ({zone})" if len(app.ports) > 1 else ""))
+             for app in stack.apps for port, zone in zip(app.ports, app.zones, strict=True)]
+    for app, spec in stack.services():
+        ports += [(port, f"sync {app.label}" + (" (reverse) /metrics" if reverse else " /metrics"))
+                  for reverse, _source, port in sync_plan(app, spec) if port is not None]
+    return ports
 
 
 def sync_components(stack: Stack, config: StranglerConfig, host: str) -> list[Component]:
@@ -147,16 +177,10 @@ def sync_components(stack: Stack, config: StranglerConfig, host: str) -> list[Co
     components = []
     for app, spec in stack.services():
         assert spec.datamove is not None
-        # (reverse, source, metrics port): every worker's metrics are on one
-        # registry, so the extra forward streams need no endpoint of their own.
-        plan = [(False, s.source, sync_metrics_port(app.port, reverse=False) if i == 0 else None)
-                for i, s in enumerate(spec.datamove.streams)]
-        if spec.datamove.reverse is not None:
-            plan.append((True, None, sync_metrics_port(app.port, reverse=True)))
-        for reverse, source, metrics_port in plan:
+        for reverse, source, metrics_port in sync_plan(app, spec):
             worker = sync_worker(stack, config, app.name, reverse=reverse, source=source)
             runner = SyncRunner(worker, host=host, metrics_port=metrics_port)
-            label = f"sync {app.name}" + (
+            label = f"sync {app.label}" + (
                 " (reverse)" if reverse else "" if source == spec.datamove.source else f" (from {source})"
             )
             components.append(Component(label, runner.start, runner.stop))
@@ -183,6 +207,21 @@ def stack_components(stack: Stack, config: StranglerConfig, options: StackOption
         components += copy_components(app, host=options.host, config_path=options.config_path)
     if options.with_services:
         components += sync_components(stack, config, options.host)
+    return components
+
+
+def cells_components(config: StranglerConfig, options: StackOptions) -> list[Component]:
+    """:func:`stack_components` once per cell of ``config.cells``, in the file's
+    order: each cell's apps on the ports of its copies of their upstreams, with
+    databases of its own (seeded, backfilled) and sync workers of its own."""
+    if config.cells is None:
+        raise ConfigError("the file has no cells: section (strangler up --cells N writes one)", field="cells")
+    if options.legacy_port is not None:
+        raise ConfigError("each cell's monolith listens where the cell's copy of its upstream points; "
+                          "a single port cannot be given", field="monolith_port")
+    components = []
+    for cell in config.cells.names:
+        components += stack_components(load_stack(config, cell), config, options)
     return components
 
 

@@ -8,11 +8,16 @@ line is the buckets grouped into at most ``points`` chart points.
     reader = ResultsReader(engine)
     for summary in await reader.summaries():
         print(summary.key, summary.counts.mismatch, summary.candidate_latency.quantile(0.99))
+
+Several stored keys can be summarized as one: ``group`` maps each to the key it
+counts under -- the cells' keys of a route (``ratings@c1``, ``ratings@c2``) to
+the route (``ratings``), with paths and noise merged exactly, not from the top N.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +136,17 @@ class ResultsReader:
             raise StoreError(f"cannot open the results store: {exc}") from exc
         return {"result_buckets", "diff_paths", "samples", "noise"} <= names
 
+    async def keys(self, since: float | None = None) -> list[str]:
+        """Every key with results (in buckets starting at or after ``since``), sorted."""
+        q = select(_B.c.key).distinct()
+        if since is not None:
+            q = q.where(_B.c.bucket_start >= since)
+        try:
+            async with self.engine.connect() as conn:
+                return sorted(str(k) for k in (await conn.scalars(q)).all())
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"reading the results store failed: {exc}") from exc
+
     async def summaries(
         self,
         keys: list[str] | None = None,
@@ -138,17 +154,19 @@ class ResultsReader:
         top_paths: int = DEFAULT_TOP_PATHS,
         timeline_points: int = DEFAULT_TIMELINE_POINTS,
         since: float | None = None,
+        group: Callable[[str], str] | None = None,
     ) -> list[KeySummary]:
         """One summary per key that has results (all keys, or the named ones),
         sorted by key. ``since`` (epoch seconds) keeps the time buckets that
-        start at or after it -- bucket granularity, ``store.bucket_s``."""
+        start at or after it -- bucket granularity, ``store.bucket_s``.
+        ``group``: the key each stored key is summarized under (default: itself)."""
         try:
-            return await self._summaries(keys, top_paths, timeline_points, since)
+            return await self._summaries(keys, top_paths, timeline_points, since, group or _itself)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"reading the results store failed: {exc}") from exc
 
     async def _summaries(
-        self, keys: list[str] | None, top_n: int, points: int, since: float | None
+        self, keys: list[str] | None, top_n: int, points: int, since: float | None, group: Callable[[str], str]
     ) -> list[KeySummary]:
         async with self.engine.connect() as conn:
             q = select(
@@ -170,7 +188,7 @@ class ResultsReader:
                 q = q.where(_B.c.bucket_start >= since)
             per_key: dict[str, list[tuple[int, VerdictCounts, LatencyHistogram, LatencyHistogram]]] = defaultdict(list)
             for row in await conn.execute(q):
-                per_key[row.key].append(
+                per_key[group(row.key)].append(
                     (int(row.bucket_start), _counts(row), _hist(row.legacy_latency), _hist(row.candidate_latency))
                 )
             pq = select(_P.c.key, _P.c.path, _P.c.kind, func.sum(_P.c["count"]).label("n")).group_by(
@@ -183,15 +201,17 @@ class ResultsReader:
             if since is not None:
                 pq = pq.where(_P.c.bucket_start >= since)
                 nq = nq.where(_N.c.last_seen >= since)  # noise still seen since then (counts are all-time)
-            paths: dict[str, list[PathCount]] = defaultdict(list)
+            path_counts: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
             for row in await conn.execute(pq):
-                paths[row.key].append(PathCount(row.path, row.kind, int(row.n)))
-            noise: dict[str, list[NoiseEntry]] = defaultdict(list)
+                path_counts[group(row.key)][(row.path, row.kind)] += int(row.n)
+            noise_counts: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
             for row in await conn.execute(nq):
-                noise[row.key].append(NoiseEntry(row.path, int(row.count), row.source))
+                noise_counts[group(row.key)][(row.path, row.source)] += int(row.count)
+        paths = {k: [PathCount(p, kind, n) for (p, kind), n in v.items()] for k, v in path_counts.items()}
+        noise = {k: [NoiseEntry(p, n, source) for (p, source), n in v.items()] for k, v in noise_counts.items()}
         out = []
         for key in sorted(per_key):
-            rows = per_key[key]
+            rows = sorted(per_key[key], key=lambda r: r[0])  # grouped keys interleave their buckets
             ranked = sorted(paths.get(key, []), key=lambda p: (-p.count, p.path, p.kind))
             out.append(
                 KeySummary(
@@ -210,10 +230,11 @@ class ResultsReader:
         return out
 
     async def samples(
-        self, key: str, limit: int = DEFAULT_SAMPLES_PER_KEY, since: float | None = None
+        self, key: str | Sequence[str], limit: int = DEFAULT_SAMPLES_PER_KEY, since: float | None = None
     ) -> list[StoredSample]:
-        """The newest stored examples of a key, one per differing path first."""
-        q = select(_S).where(_S.c.key == key)
+        """The newest stored examples of a key (or of any of several: a route's cells),
+        one per differing path first."""
+        q = select(_S).where(_S.c.key == key if isinstance(key, str) else _S.c.key.in_(list(key)))
         if since is not None:
             q = q.where(_S.c.at >= since)
         try:
@@ -247,6 +268,10 @@ class ResultsReader:
             )
             for row in (first + rest)[:limit]
         ]
+
+
+def _itself(key: str) -> str:
+    return key
 
 
 def _timeline(

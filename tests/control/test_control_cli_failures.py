@@ -161,6 +161,8 @@ def test_traffic_that_cannot_ask_the_catalogue_sends_nothing(failure: str) -> No
             titles.mock(return_value=effect)
         else:
             titles.mock(side_effect=effect)
+        # strangler.yaml has no cells: traffic asks the running proxy's admin API for them.
+        mock.get(f"{ADMIN}/config").mock(return_value=httpx.Response(200, json={"config": {"cells": None}}))
         anything_else = mock.route().mock(return_value=httpx.Response(200, json={}))
         result = traffic("--duration", "0.2", "--rate", "20")
     line = assert_one_line_failure(result, code=2)
