@@ -164,9 +164,10 @@ def cells_section(cells: int, legacy: list[int], candidate: int) -> str:
 def write_config(workdir: Path, legacy: list[int], candidate: int, mode: str, cells: int = 0) -> Path:
     """The bench's strangler.yaml: a realistic table of a few specific routes,
     and the benchmark's path either unmatched (legacy pass-through) or caught
-    by a shadowing catch-all that mirrors writes as dry runs (the POST rows);
+    by a shadowing catch-all that mirrors writes as dry runs (the POST rows: the
+    route takes POST too, a route's methods being GET and HEAD unless listed);
     ``cells``: that many cells (:func:`cells_section`), or none."""
-    catch_all = "legacy" if mode == "legacy" else "shadow, shadow_writes: dry-run"
+    catch_all = ("legacy" if mode == "legacy" else "shadow, shadow_writes: dry-run") + ", methods: [GET, HEAD, POST]"
     config = workdir / "strangler.yaml"
     config.write_text(f"""
 proxy: {{admin_tokens: {{bench: bench-token}}}}
