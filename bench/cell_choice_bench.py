@@ -30,7 +30,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from strangler_proxy.config import load_config_text  # noqa: E402
-from strangler_proxy.routing.cells import CellTable, _slot_owners, build_tables  # noqa: E402
+from strangler_proxy.routing.cells import CellTable, _slot_owners, build_tables, cell_upstream  # noqa: E402
 
 TENANTS = 10_000
 
@@ -72,17 +72,18 @@ def main(requests: int, cells: int) -> None:
     keys = [f"tenant-{t}" for t in range(TENANTS)]
     placed = [table.cell_of(k) for k in keys]
     nothing: dict[str, str] = {}
+    upstreams = config.upstreams
 
     steps: dict[str, Callable[[int], object]] = {
         "key": lambda i: table.key(nothing, heads[i % TENANTS], "id=1"),
         "assign": lambda i: table.assign(keys[i % TENANTS]),
         "route": lambda i: tables.for_cell(placed[i % TENANTS]).get(route.name) or route,
-        "upstream": lambda i: table.upstream("legacy", placed[i % TENANTS]),
+        "upstream": lambda i: cell_upstream(upstreams, "legacy", placed[i % TENANTS]),
     }
 
     def all_of_them(i: int) -> object:
         cell = table.assign(table.key(nothing, heads[i % TENANTS], "id=1"))
-        return tables.for_cell(cell).get(route.name) or route, table.upstream("legacy", cell)
+        return tables.for_cell(cell).get(route.name) or route, cell_upstream(upstreams, "legacy", cell)
 
     def loop_only(i: int) -> object:
         return heads[i % TENANTS]

@@ -139,7 +139,7 @@ class FlipService:
         self.poll_interval_s = poll_interval_s or runtime.config.proxy.state_poll_interval_s
         self._stored: dict[str, StoredOverride] = {}
         self._lock = asyncio.Lock()
-        self._poller = ReplicaPoller(self, self.poll_interval_s)
+        self._poller = ReplicaPoller(self.poll_once, self.poll_interval_s)
         self._listeners: list[OverridesListener] = []
         self._on_flip = on_flip
 

@@ -12,24 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 from strangler_proxy.errors import StoreError
 
 log = logging.getLogger("strangler.flips")
 
 
-class Pollable(Protocol):
-    async def poll_once(self) -> bool:
-        """Apply other replicas' flips; True if anything changed."""
-        ...
-
-
 class ReplicaPoller:
-    """Calls ``poll_once`` every ``interval_s`` in a task until stopped."""
+    """Calls ``poll`` every ``interval_s`` in a task until stopped (a flip service's and a
+    switch service's ``poll_once``, the rollout driver's ``tick``); a failing call is logged
+    and the next one comes all the same."""
 
-    def __init__(self, target: Pollable, interval_s: float, *, name: str = "strangler-flip-poll") -> None:
-        self.target = target
+    def __init__(self, poll: Callable[[], Awaitable[object]], interval_s: float, *,
+                 name: str = "strangler-flip-poll") -> None:
+        self.poll = poll
         self.interval_s = interval_s
         self.name = name
         self._task: asyncio.Task[None] | None = None
@@ -48,7 +45,7 @@ class ReplicaPoller:
         while True:
             await asyncio.sleep(self.interval_s)
             try:
-                await self.target.poll_once()
+                await self.poll()
             except StoreError as exc:  # a database hiccup must not stop propagation for good
                 log.warning("%s failed (will retry): %s", self.name, exc)
             except Exception:  # noqa: BLE001 -- keep polling whatever happened; it is logged

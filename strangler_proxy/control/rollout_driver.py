@@ -31,8 +31,6 @@ and the driving replica follows.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -45,6 +43,7 @@ from strangler_proxy.config import Mode, StranglerConfig, write_canary_problem
 from strangler_proxy.control.flips import KIND_ROLLBACK, FlipService
 from strangler_proxy.control.precedence import file_value, is_field, override_state
 from strangler_proxy.control.readiness import rules_for_key
+from strangler_proxy.control.replicas import ReplicaPoller
 from strangler_proxy.control.rollout_store import RolloutConflict, RolloutEvent, RolloutStore
 from strangler_proxy.control.rollouts import (
     ACTIVE_STATES,
@@ -127,7 +126,7 @@ class RolloutDriver:
         self.lease_s = lease_s or max(MIN_LEASE_S, LEASE_TICKS * self.tick_s)
         self.clock = clock
         self._held: set[int] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = ReplicaPoller(self.tick, self.tick_s, name="strangler-rollouts")
 
     @property
     def config(self) -> StranglerConfig:
@@ -136,31 +135,17 @@ class RolloutDriver:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="strangler-rollouts")
+        self._ticker.start()
 
     async def stop(self) -> None:
         """Stop driving and give the leases up, so another replica continues at once."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._ticker.stop()
         for rollout_id in sorted(self._held):
             try:
                 await self.store.release(rollout_id, self.holder)
             except StoreError as exc:
                 log.warning("rollout #%d: could not release the lease (it expires by itself): %s", rollout_id, exc)
         self._held.clear()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except StoreError as exc:  # a database hiccup: the next tick tries again
-                log.warning("rollouts: %s (will retry)", exc)
-            except Exception:  # noqa: BLE001 -- the driver must survive; it is logged
-                log.exception("rollouts: a tick failed (will retry)")
-            await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
         """One pass over the active rollouts."""

@@ -89,7 +89,7 @@ class SwitchService:
         self.poll_interval_s = poll_interval_s or runtime.config.proxy.state_poll_interval_s
         self._stored: dict[str, StoredSwitch] = {}
         self._lock = asyncio.Lock()
-        self._poller = ReplicaPoller(self, self.poll_interval_s, name="strangler-switch-poll")
+        self._poller = ReplicaPoller(self.poll_once, self.poll_interval_s, name="strangler-switch-poll")
 
     # ------------------------------------------------------------ lifecycle
 

@@ -48,7 +48,7 @@ from strangler_proxy.errors import UpstreamError, UpstreamTimeout
 from strangler_proxy.graphql.gateway import GraphQLGateway
 from strangler_proxy.headers import CELL_HEADER, DRY_RUN_HEADER, FALLBACK_HEADER, SERVED_BY_HEADER, SHADOW_HEADER
 from strangler_proxy.routing.canary import serves_target
-from strangler_proxy.routing.cells import scoped
+from strangler_proxy.routing.cells import cell_upstream, scoped
 from strangler_proxy.routing.methods import SAFE_METHODS
 from strangler_proxy.routing.router import Route
 
@@ -242,8 +242,8 @@ class ProxyHandler:
         tee = self._shadow_tee(request, route, method, cell)
         served = await self._forward(request, config, route.legacy, "legacy", method, path, query, route, tee, cell)
         if tee is not None:
-            self._submit(request, route, served, tee, route.target or "", route.target_path(path), path, query, key,
-                         cell)
+            self._submit(request, config, route, served, tee, route.target or "", route.target_path(path), path,
+                         query, key, cell)
         return served
 
     async def _serve_target(
@@ -270,7 +270,7 @@ class ProxyHandler:
             self.runtime.counters(route.name).fallbacks += 1
             self.runtime.metrics.inc(self.runtime.metrics.fallbacks, route.name)
         elif tee is not None:
-            self._submit(request, route, served, tee, route.legacy, path, target_path, query, None, cell)
+            self._submit(request, config, route, served, tee, route.legacy, path, target_path, query, None, cell)
         return served
 
     # ------------------------------------------------------------ shadow hand-off
@@ -288,8 +288,8 @@ class ProxyHandler:
         return _Tee(limit)
 
     def _submit(
-        self, request: Request, route: Route, served: _Served, tee: _Tee, mirror_upstream: str,
-        mirror_path: str, served_path: str, query: str, key: str | None, cell: str | None,
+        self, request: Request, config: StranglerConfig, route: Route, served: _Served, tee: _Tee,
+        mirror_upstream: str, mirror_path: str, served_path: str, query: str, key: str | None, cell: str | None,
     ) -> None:
         if served.body is None or served.error == "client-disconnected":
             return  # no complete exchange to compare with
@@ -314,12 +314,9 @@ class ProxyHandler:
         headers.append(SHADOW_HEADER)
         if request.method not in SAFE_METHODS:
             headers.append(DRY_RUN_HEADER)
-        cells = self.runtime.snapshot.cells
-        if cell is not None and cells is not None:
-            mirror_upstream = cells.upstream(mirror_upstream, cell)
         self.shadow.submit(ShadowJob(
             route=name, mode=route.mode.value, served_by=served.side, served=exchange,
-            upstream=mirror_upstream, method=request.method, raw_path=mirror_path, raw_query=query,
+            upstream=cell_upstream(config.upstreams, mirror_upstream, cell), method=request.method, raw_path=mirror_path, raw_query=query,
             headers=tuple(headers), body=body, compare=route.compare, partition=key,
         ))
 
@@ -334,10 +331,7 @@ class ProxyHandler:
         With ``fallback`` a connect error, timeout or 5xx is not sent to the
         client: the result has ``fallback=True`` and the caller retries legacy.
         """
-        if cell is not None:  # the cell's own copy of the upstream
-            cells = self.runtime.snapshot.cells
-            if cells is not None:
-                upstream = cells.upstream(upstream, cell)
+        upstream = cell_upstream(config.upstreams, upstream, cell)  # the cell's own copy, with cells
         served = _Served(upstream, side)
         served.fallback = mark_fallback
         client = self.upstreams.get(upstream, config.upstreams[upstream])

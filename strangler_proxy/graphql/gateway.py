@@ -79,7 +79,7 @@ from strangler_proxy.graphql.planner import (
 )
 from strangler_proxy.graphql.projection import Projector
 from strangler_proxy.graphql.shaping import shape
-from strangler_proxy.routing.cells import CellTable
+from strangler_proxy.routing.cells import CellTable, cell_upstream
 
 log = logging.getLogger("strangler.graphql")
 
@@ -182,8 +182,7 @@ class GraphQLGateway:
 
         def upstreams_in(cell: str | None) -> dict[str, str]:
             """backend -> the upstream its fetches go to in ``cell``."""
-            return {name: b.upstream if cells is None or cell is None else cells.upstream(b.upstream, cell)
-                    for name, b in gql.backends.items()}
+            return {name: cell_upstream(config.upstreams, b.upstream, cell) for name, b in gql.backends.items()}
 
         first = upstreams_in(cell_names[0])
         urls = {name: config.upstreams[first[name]].primary_url + b.path for name, b in gql.backends.items()}

@@ -37,7 +37,7 @@ cell ``eu-1``, and ``ratings@eu-1`` the upstream ``ratings`` of that cell.
     'pinned (cells.pins)'
     >>> table.cell_of("tenant-7") == table.cell_of("tenant-7") and table.cell_of("tenant-7") in ("c1", "c2")
     True
-    >>> table.upstream("legacy", "c2")
+    >>> cell_upstream(cfg.upstreams, "legacy", "c2")
     'legacy@c2'
 """
 
@@ -126,7 +126,7 @@ class CellTable:
     """The cells of a config, compiled once; immutable."""
 
     __slots__ = ("config", "names", "weights", "pins", "unkeyed", "spec", "kind", "key_name", "_owners",
-                 "_extract", "_upstreams", "_pins")
+                 "_extract", "_pins")
 
     def __init__(self, config: CellsConfig) -> None:
         self.config = config
@@ -140,10 +140,6 @@ class CellTable:
         self._owners = _slot_owners(tuple((c.name, c.weight) for c in config.cells))
         # None for arg:NAME -- a GraphQL argument, which only the gateway has (key(args=...)).
         self._extract: KeyExtractor | None = key_extractor(config.partition_key)
-        # (upstream, cell) -> the upstream that serves it: the cell's own copy, or the shared one.
-        self._upstreams: dict[tuple[str, str], str] = {
-            (name, c.name): scoped(name, c.name) for c in config.cells for name in c.upstreams
-        }
 
     @classmethod
     def build(cls, config: CellsConfig | None) -> CellTable | None:
@@ -188,10 +184,18 @@ class CellTable:
             counts[owner] += 1
         return {name: n / SLOTS for name, n in counts.items()}
 
-    # ------------------------------------------------------------ upstreams
-    def upstream(self, name: str, cell: str) -> str:
-        """The upstream that serves ``name`` for ``cell``: its copy, or the shared one."""
-        return self._upstreams.get((name, cell), name)
+
+def cell_upstream(upstreams: Mapping[str, object], name: str, cell: str | None) -> str:
+    """The upstream that serves ``name`` in ``cell``: the cell's own copy (``name@cell``, as
+    ``expand_cells`` names it in the config's upstreams), or the shared one.
+
+    >>> cell_upstream({"legacy@c2": 1, "auth": 2}, "legacy", "c2"), cell_upstream({"auth": 2}, "auth", "c2")
+    ('legacy@c2', 'auth')
+    """
+    if cell is None:
+        return name
+    own = scoped(name, cell)
+    return own if own in upstreams else name
 
 
 
