@@ -21,7 +21,6 @@ from strangler_proxy.diff.recheck import EXTRA_KEY, Rechecker
 from strangler_proxy.diff.result import ShadowResult, Verdict
 from strangler_proxy.graphql import GraphQLGateway
 
-LAG_S = 0.1
 RECHECK_AFTER_S = 0.3
 
 LEGACY_SDL = """
@@ -41,16 +40,31 @@ QUERY = '{ product(id: "p1") { name rating } topRating }'
 
 @dataclass
 class Ratings:
-    """The monolith's ratings (written now) and the service's copy (synced LAG_S later)."""
+    """The monolith's ratings (written now) and the service's copy, which is behind for the
+    next ``stale_reads`` reads of it after a vote (the shadow's first look), then synced.
+    Counted in reads, not seconds: a slow first request cannot let the copy catch up early."""
 
     legacy: dict[str, float] = field(default_factory=lambda: {"p1": 7.5, "p2": 6.0})
     copy: dict[str, float] = field(default_factory=lambda: {"p1": 7.5, "p2": 6.0})
     synced: bool = True  # False: the copy never follows (a real divergence)
+    pending: dict[str, float] = field(default_factory=dict)
+    stale_reads: int = 0
 
-    def vote(self, pid: str, rating: float) -> None:
+    def vote(self, pid: str, rating: float, *, stale_reads: int = 0) -> None:
         self.legacy[pid] = rating
         if self.synced:
-            asyncio.get_running_loop().call_later(LAG_S, self.copy.__setitem__, pid, rating)
+            self.pending[pid] = rating
+            self.stale_reads = stale_reads
+
+    def read(self) -> dict[str, float]:
+        """The copy as the service reads it now (one read)."""
+        side = dict(self.copy)
+        if self.pending:
+            self.stale_reads -= 1
+            if self.stale_reads <= 0:
+                self.copy.update(self.pending)
+                self.pending.clear()
+        return side
 
     def top(self, side: dict[str, float]) -> float:
         return max(side.values())
@@ -82,8 +96,8 @@ async def gql() -> AsyncIterator[Gql]:
         "Product@ref": lambda rep: {"id": rep["id"], "name": f"Product {rep['id']}"},
     })
     service = build_subgraph_schema(RATINGS_SDL, {
-        "Query.topRating": lambda _o, _i: ratings.top(ratings.copy),
-        "Product.rating": lambda p, _i: ratings.copy.get(p["id"]),
+        "Query.topRating": lambda _o, _i: ratings.top(ratings.read()),
+        "Product.rating": lambda p, _i: ratings.read().get(p["id"]),
         "Product@ref": lambda rep: {"id": rep["id"]},
     })
     servers = [TestServer(subgraph_app(name, schema, world), host="127.0.0.1")
@@ -126,7 +140,7 @@ def verdicts(g: Gql) -> dict[str, list[tuple[Verdict, Any]]]:
 
 
 async def test_fields_read_right_after_a_write_are_transient(gql: Gql) -> None:
-    gql.ratings.vote("p1", 9.0)
+    gql.ratings.vote("p1", 9.0, stale_reads=2)  # the shadow's first look at both fields
     status, body = await gql.gateway.execute(QUERY)
     assert status == 200, body
     assert body["data"] == {"product": {"name": "Product p1", "rating": 9.0}, "topRating": 9.0}
@@ -154,7 +168,7 @@ async def test_a_real_divergence_stays_a_mismatch(gql: Gql) -> None:
 async def test_requests_that_saw_the_same_comparison_share_one_recheck(gql: Gql) -> None:
     assert gql.gateway.shadower is not None
     gql.gateway.shadower.batch_window_s = 600  # one batch, sent by drain()
-    gql.ratings.vote("p2", 8.0)
+    gql.ratings.vote("p2", 8.0, stale_reads=1)  # the batch's one look
     for _ in range(3):
         await gql.gateway.execute('{ product(id: "p2") { rating } }')
     await gql.drain()

@@ -211,6 +211,11 @@ async def test_close_loses_nothing_even_mid_flush(engine: AsyncEngine) -> None:
         writer.observe(result("ratings", Verdict.MATCH, BASE_T + i * 0.01))
         if i % 100 == 0:
             await asyncio.sleep(0)  # let the flush task start batches while we feed
+        if i == 10_000:  # half fed: wait (bounded) for the flush task's first batch, however fast the feeding
+            for _ in range(200):
+                if writer.stats.flushes:
+                    break
+                await asyncio.sleep(0.01)
     await writer.close()
     assert writer.stats.flushes >= 2
     assert writer.stats.written == 20_000
