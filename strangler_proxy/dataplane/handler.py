@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ from strangler_proxy.dataplane.shadow import (
     ShadowDispatcher,
     ShadowJob,
 )
-from strangler_proxy.dataplane.upstream import LeanEndpointClient, LeanResponse, UpstreamClosed
+from strangler_proxy.dataplane.upstream import KeepAlive, LeanEndpointClient, LeanResponse, UpstreamClosed
 from strangler_proxy.diff.exchange import Exchange, Side
 from strangler_proxy.disclosure import may_disclose
 from strangler_proxy.errors import UpstreamError, UpstreamTimeout
@@ -115,8 +116,9 @@ class ProxyHandler:
         self.runtime = runtime
         self.shadow = shadow
         self.graphql = graphql  # answers config.graphql.path when GraphQL is enabled
-        # health shared with the shadow path's pools
-        self.upstreams = Upstreams(runtime.endpoints, client_factory=LeanEndpointClient)
+        # health shared with the shadow path's pools; idle connections shared by address
+        # (the cells' copies of an upstream that share a backend find each other's warm ones)
+        self.upstreams = Upstreams(runtime.endpoints, client_factory=partial(LeanEndpointClient, keepalive=KeepAlive()))
         self.graphql_bridge: GraphQLBridge | None = None
 
     async def close(self) -> None:

@@ -24,6 +24,13 @@ and the GraphQL gateway keep aiohttp's.
 * At most ``max_connections`` connections per endpoint; a caller over it waits.
   A connection whose response ended with keep-alive goes back to the idle
   list; one that broke, was not read to the end or said ``close`` is closed.
+* Idle connections belong to the address, not to the upstream's name: the
+  clients of one :class:`KeepAlive` that reach the same ``scheme://host:port``
+  (the cells' copies of an upstream that share a backend, two upstreams naming
+  one service) take from and return to one idle list, so a request spread
+  over many names finds a warm connection. A connection taken counts against
+  the taker's ``max_connections`` from then on (and no longer against its
+  previous user's); the read timeout and ``Host`` are the taker's.
 * Errors are the ones :mod:`~strangler_proxy.dataplane.forwarder` knows:
   :class:`ConnectFailed` (never sent), :class:`UpstreamClosed` (the connection
   broke before or while answering), ``TimeoutError``; ``translate`` turns them
@@ -406,6 +413,11 @@ class UpstreamConnection(asyncio.Protocol):
         """A piece of a streamed request body went out: the wait for the answer starts again."""
         self._last_io = time.monotonic()
 
+    def adopt(self, client: LeanEndpointClient) -> None:
+        """Serve ``client`` from now on (an idle connection another client of this address used)."""
+        self.client = client
+        self._read_timeout = client.read_timeout_s
+
     def pause_reading(self) -> None:
         if self.transport is not None and not self._closed:
             self.transport.pause_reading()
@@ -472,13 +484,31 @@ class _HeadDone(Exception):
     """Raised from on_headers_complete of a HEAD response to stop the parser."""
 
 
+class KeepAlive:
+    """The idle keep-alive connections of a set of clients, one list per address
+    (``scheme://host:port``): what the served path's clients share (see the module docstring)."""
+
+    __slots__ = ("_idle",)
+
+    def __init__(self) -> None:
+        self._idle: dict[str, deque[UpstreamConnection]] = {}
+
+    def idle(self, address: str) -> deque[UpstreamConnection]:
+        """The idle connections to ``address`` (most recently used last)."""
+        found = self._idle.get(address)
+        if found is None:
+            found = self._idle[address] = deque()
+        return found
+
+
 class LeanEndpointClient:
     """Pooled keep-alive connections to one endpoint of an upstream (see the module docstring)."""
 
     __slots__ = ("name", "endpoint", "config", "host", "port", "authority", "base_path", "ssl", "read_timeout_s",
                  "connect_timeout_s", "limit", "_idle_conns", "_open", "_waiters", "_closed", "_loop", "_authority")
 
-    def __init__(self, name: str, endpoint: str, config: UpstreamConfig) -> None:
+    def __init__(self, name: str, endpoint: str, config: UpstreamConfig, *, keepalive: KeepAlive | None = None) -> None:
+        """``keepalive``: the idle lists shared with other clients (None: this client's own)."""
         url = URL(endpoint)
         self.name = name
         self.endpoint = endpoint
@@ -492,8 +522,9 @@ class LeanEndpointClient:
         self.read_timeout_s: float | None = config.timeout_s
         self.connect_timeout_s = config.connect_timeout_s
         self.limit = config.max_connections
-        self._idle_conns: deque[UpstreamConnection] = deque()
-        self._open: set[UpstreamConnection] = set()
+        address = f"{url.scheme}://{self.host}:{self.port}"
+        self._idle_conns: deque[UpstreamConnection] = deque() if keepalive is None else keepalive.idle(address)
+        self._open: set[UpstreamConnection] = set()  # the connections counted against ``limit``
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -579,7 +610,7 @@ class LeanEndpointClient:
         """A pooled connection (True) or a new one (False). At ``max_connections``
         the wait for a free one counts against ``connect_timeout_s``, as a
         connect does: past it the request never left."""
-        conn = self._take_idle()
+        conn = self._take_idle(len(self._open) < self.limit)
         if conn is not None:
             return conn, True
         if len(self._open) >= self.limit:
@@ -593,7 +624,7 @@ class LeanEndpointClient:
                         finally:
                             if waiter in self._waiters:
                                 self._waiters.remove(waiter)
-                        conn = self._take_idle()
+                        conn = self._take_idle(len(self._open) < self.limit)
                         if conn is not None:
                             return conn, True
                         if len(self._open) < self.limit:
@@ -602,18 +633,33 @@ class LeanEndpointClient:
                 raise ConnectTimedOut(f"no connection to {self.endpoint} free in time") from exc
         return await self._connect(), False
 
-    def _take_idle(self) -> UpstreamConnection | None:
+    def _take_idle(self, may_grow: bool) -> UpstreamConnection | None:
+        """The most recently used live idle connection to this address (the likeliest
+        to be alive); one another client used last only when ``may_grow`` (this one is
+        under its ``limit``): it is this client's from now on."""
         now = time.monotonic()
         idle = self._idle_conns
-        while idle:
-            conn = idle.pop()  # the most recently used: the likeliest to be alive
+        i = len(idle) - 1
+        while i >= 0:
+            conn = idle[i]
             if conn._closed or conn.transport is None or conn.transport.is_closing():
-                continue
-            if now - conn.idle_since > IDLE_TTL_S:
+                del idle[i]
+            elif now - conn.idle_since > IDLE_TTL_S:
+                del idle[i]
                 conn._close()
-                continue
-            return conn
+            elif conn.client is self or may_grow:
+                del idle[i]
+                if conn.client is not self:
+                    conn.client._give_up(conn)
+                    conn.adopt(self)
+                    self._open.add(conn)
+                return conn
+            i -= 1
         return None
+
+    def _give_up(self, conn: UpstreamConnection) -> None:
+        """``conn`` was taken by another client of its address: room for one more here."""
+        self._forget(conn)
 
     async def _connect(self) -> UpstreamConnection:
         conn = UpstreamConnection(self)
@@ -661,9 +707,8 @@ class LeanEndpointClient:
 
     async def close(self) -> None:
         self._closed = True
-        for conn in list(self._open):
+        for conn in list(self._open):  # idle ones too: closed, they leave the shared list when next seen
             conn._close()
-        self._idle_conns.clear()
         await asyncio.sleep(0)
 
 

@@ -57,6 +57,7 @@ from strangler_proxy.routing.router import RouteState, RouteTable
 
 SLOTS = 16384
 REFUSE = "refuse"
+SEEN_KEYS = 65536  # keys whose cell a table remembers (tenants, mostly; a flood of new ones empties it)
 _TWO_64 = float(1 << 64)
 # The keys' hash, personalised once: a copy of it costs less than a new personalised one.
 _KEY_HASH = blake2b(digest_size=8, person=b"strangler-cell")
@@ -123,10 +124,11 @@ class Placement:
 
 
 class CellTable:
-    """The cells of a config, compiled once; immutable."""
+    """The cells of a config, compiled once; immutable (its only state is a memo of
+    :meth:`assign`'s answers: the same key always gets the same cell from one table)."""
 
     __slots__ = ("config", "names", "weights", "pins", "unkeyed", "spec", "kind", "key_name", "_owners",
-                 "_extract", "_pins")
+                 "_extract", "_pins", "_seen")
 
     def __init__(self, config: CellsConfig) -> None:
         self.config = config
@@ -140,6 +142,7 @@ class CellTable:
         self._owners = _slot_owners(tuple((c.name, c.weight) for c in config.cells))
         # None for arg:NAME -- a GraphQL argument, which only the gateway has (key(args=...)).
         self._extract: KeyExtractor | None = key_extractor(config.partition_key)
+        self._seen: dict[str, str] = {}  # key -> cell, at most SEEN_KEYS, emptied when full
 
     @classmethod
     def build(cls, config: CellsConfig | None) -> CellTable | None:
@@ -164,7 +167,14 @@ class CellTable:
         :meth:`cell_of` written out, one call less."""
         if key is None:
             return self.unkeyed
-        return self._pins.get(key) or self._owners[slot_of(key)]
+        cell = self._seen.get(key)
+        if cell is None:  # a key not seen lately: hash it (a dict lookup is cheaper than blake2b)
+            cell = self._pins.get(key) or self._owners[slot_of(key)]
+            seen = self._seen
+            if len(seen) >= SEEN_KEYS:  # bounded whatever keys clients send
+                seen.clear()
+            seen[key] = cell
+        return cell
 
     def explain(self, key: str | None) -> Placement:
         if key is None or key == "":

@@ -10,6 +10,7 @@ import pytest
 
 from strangler_proxy.config import StranglerConfig, load_config_text
 from strangler_proxy.errors import ConfigErrors
+from strangler_proxy.routing import cells as cells_module
 from strangler_proxy.routing.cells import CellTable
 
 KEYS = [f"tenant-{i}" for i in range(10_000)]
@@ -167,3 +168,12 @@ cells:
 """)
     assert sorted(config.upstreams) == ["legacy@c1", "legacy@c2", "ratings@c1", "ratings@c2"]
     assert config.upstreams["ratings@c2"].primary_url == "http://127.0.0.1:4"
+
+
+def test_assign_remembers_keys_without_changing_an_answer_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cells_module, "SEEN_KEYS", 100)
+    t = table({"a": 1, "b": 2, "c": 1}, pins="{acme: a}")
+    for _ in range(2):  # the second pass answers from the memo; a flood of 1,000 keys empties it as it goes
+        assert [t.assign(k) for k in KEYS[:1000]] == [t.cell_of(k) for k in KEYS[:1000]]
+        assert t.assign("acme") == "a"
+    assert len(t._seen) <= 100
