@@ -254,7 +254,7 @@ class Request:
 
     __slots__ = ("conn", "method", "raw_path", "version", "raw_headers", "_headers", "remote", "body",
                  "content_length", "chunked", "keep_alive", "expect_continue", "upgrade", "started", "finished",
-                 "status", "_chunked_out", "_bodiless", "feeder", "_continued")
+                 "status", "_chunked_out", "_bodiless", "feeder", "_continued", "_head")
 
     def __init__(self, conn: ClientConnection, method: str, raw_path: str, version: str, raw_headers: RawHeaders,
                  keep_alive: bool) -> None:
@@ -278,6 +278,7 @@ class Request:
         self._bodiless = False
         self.feeder: BodyFeeder | None = None
         self._continued = False
+        self._head: bytes | None = None  # the response head, until it goes out with the first body bytes
 
     @property
     def headers(self) -> HeaderView:
@@ -310,11 +311,14 @@ class Request:
     # ---------------------------------------------------------------- the answer
     def start(self, status: int, reason: bytes, headers: Headers, *, length: int | None, own: bool = False,
               close: bool = False) -> None:
-        """Write the response head. ``headers`` are end-to-end (no framing, no
+        """Begin the answer with its head. ``headers`` are end-to-end (no framing, no
         ``Connection``); ``length`` is the body's when known (the headers carry
         its ``Content-Length`` then), else the body is chunked (HTTP/1.1) or
         ends with the connection (HTTP/1.0). ``own``: the proxy's answer, which
-        gets the configured ``Server``."""
+        gets the configured ``Server``.
+
+        The head is held until the first body bytes, :meth:`end` or :meth:`flush`, and
+        goes out in the same write as them: one send to the client for a whole small answer."""
         self.started = True
         self.status = status
         bodiless = self._bodiless = self.method == "HEAD" or status in (204, 304) or status < 200
@@ -345,23 +349,38 @@ class Request:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         self.conn.feeding = self
-        self.conn.write(b"".join(parts))
+        self._head = b"".join(parts)
+
+    def flush(self) -> None:
+        """Send the head now if it is still held (the body is not there yet)."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self.conn.write(head)
 
     def write(self, data: bytes) -> None:
         """A piece of the body (framed when chunked); dropped for bodiless answers."""
         if self._bodiless or not data:
             return
         if self._chunked_out:
-            self.conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            self.conn.write(data)
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        head = self._head
+        if head is not None:
+            self._head = None
+            data = head + data
+        self.conn.write(data)
 
     def end(self) -> None:
         """The answer is complete: the next pipelined request may be answered."""
         if self.finished:
             return
-        if self._chunked_out:
-            self.conn.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if self._chunked_out else b""
+        head = self._head
+        if head is not None:
+            self._head = None
+            tail = head + tail
+        if tail:
+            self.conn.write(tail)
         self.finished = True
         self.conn.response_done(self)
 
@@ -382,12 +401,15 @@ class Request:
                   close=True)
 
     def abort(self) -> None:
-        """The answer cannot be completed (the upstream broke mid-body): cut the connection."""
+        """The answer cannot be completed (the upstream broke mid-body): cut the connection
+        (after the head, when it began: the client sees a truncated message)."""
+        self.flush()
         self.finished = True
         self.keep_alive = False
         self.conn.close()
 
     async def drain(self) -> None:
+        self.flush()
         await self.conn.drain()
 
 

@@ -83,9 +83,12 @@ class BadResponse(UpstreamClosed):
 
 
 class BodySink(Protocol):
-    """Where a response body goes (the client connection)."""
+    """Where a response body goes (the client connection): ``write`` each piece;
+    ``flush`` what it holds back (the head) when the body is not there yet."""
 
     def write(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class LeanResponse:
@@ -150,6 +153,7 @@ class LeanResponse:
             if self._error is not None:
                 raise self._error
             return
+        sink.flush()  # more is to come, later: the head (and what was buffered) goes out now
         self._sink = sink
         self._tee = tee
         if self._paused:

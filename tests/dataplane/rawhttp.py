@@ -7,7 +7,7 @@ The upstream echoes what it received (method, raw target, end-to-end headers in
 order, body length and hash) as JSON, and has a few special paths:
 ``/_204``, ``/_304``, ``/_chunked``, ``/_cookies``, ``/_gzip``, ``/_big?n=N``
 (streamed), ``/_slow?s=S``, ``/_reset`` (cut mid-body), ``/_500``,
-``/_badjson``, ``/_drip`` (endless slow stream).
+``/_badjson``, ``/_drip`` (endless slow stream), ``/_late?s=S`` (the head now, the body S seconds later).
 """
 
 from __future__ import annotations
@@ -144,6 +144,11 @@ class RawUpstream:
         elif path == "/_slow":
             await asyncio.sleep(float(query.split("=")[1]))
             self._whole(w, b"200 OK", self._echo(seen), b"Content-Type: application/json\r\n" + up, head_only)
+        elif path == "/_late":
+            w.write(b"HTTP/1.1 200 OK\r\n" + FIXED_DATE + up + b"Content-Length: 4\r\n\r\n")
+            await w.drain()
+            await asyncio.sleep(float(query.split("=")[1]))
+            w.write(b"late")
         elif path == "/_reset":
             w.write(b"HTTP/1.1 200 OK\r\n" + FIXED_DATE + up + b"Content-Length: 100000\r\n\r\n" + b"y" * 1000)
             await w.drain()

@@ -23,6 +23,9 @@ class Sink:
     def write(self, data: bytes) -> None:
         self.data += data
 
+    def flush(self) -> None:
+        pass
+
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[RawUpstream]:

@@ -1,4 +1,5 @@
-"""Big bodies stream through with flat memory, both ways."""
+"""Big bodies stream through with flat memory, both ways; a small answer goes out in one
+write, and a head whose body is late is not held back."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import asyncio
 import hashlib
 from pathlib import Path
 
+import pytest
+
+from strangler_proxy.dataplane.listener import ClientConnection
 from tests.dataplane.conftest import MakeProxy
-from tests.dataplane.rawhttp import RawUpstream
+from tests.dataplane.rawhttp import RawUpstream, raw_request
+from tests.dataplane.test_modes import req
 
 SIZE = 96 * 1024 * 1024  # 96 MiB each way; the proxy may hold only a few MiB of it
 MAX_GROWTH = 40 * 1024 * 1024
@@ -81,3 +86,30 @@ async def test_chunked_upload_of_unknown_length(make_proxy: MakeProxy, legacy: R
     await reader.readuntil(b"\r\n\r\n")
     writer.close()
     assert len(legacy.seen[-1].body) == 50_000
+
+
+async def test_a_small_answer_is_one_write_to_the_client(make_proxy: MakeProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = await make_proxy()
+    writes: list[bytes] = []
+    real = ClientConnection.write
+
+    def counting(conn: ClientConnection, data: bytes) -> None:
+        writes.append(data)
+        real(conn, data)
+
+    monkeypatch.setattr(ClientConnection, "write", counting)
+    resp = await raw_request(proxy.port, req("GET", "/some/page"))
+    assert resp.status == 200 and resp.body
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and writes[0].endswith(resp.body)
+
+
+async def test_the_head_is_not_held_back_while_the_body_is_late(make_proxy: MakeProxy) -> None:
+    proxy = await make_proxy()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(b"GET /_late?s=1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)  # before the body
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 4" in head
+        assert await asyncio.wait_for(reader.read(), 5) == b"late"
+    finally:
+        writer.close()
