@@ -229,7 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("client", "transport", "parser", "response", "_head_bytes", "_reason",
                  "_headers", "_head_wait", "_drain", "_closed", "_reused", "_head_method", "_last_io", "_timer",
-                 "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped", "_request_done")
+                 "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped", "_request_done", "_busy")
 
     def __init__(self, client: LeanEndpointClient) -> None:
         self.client = client
@@ -252,6 +252,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._eof_delimited = False
         self._stopped = False  # the parser was stopped after a HEAD response's head
         self._request_done = True  # the whole request (body included) has been written
+        self._busy = False  # an exchange is in flight (what the read timer watches)
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -374,7 +375,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _message_done(self) -> None:
         resp = self.response
         self.response = None
-        self._stop_timer()
+        self._busy = False  # the read timer, if armed, lapses when it next fires
         if resp is None:
             return
         # A request whose body was not all sent (the endpoint answered early) leaves the
@@ -420,7 +421,9 @@ class UpstreamConnection(asyncio.Protocol):
     def adopt(self, client: LeanEndpointClient) -> None:
         """Serve ``client`` from now on (an idle connection another client of this address used)."""
         self.client = client
-        self._read_timeout = client.read_timeout_s
+        if client.read_timeout_s != self._read_timeout:
+            self._read_timeout = client.read_timeout_s
+            self._stop_timer()  # set for the other timeout: the next send arms one for this one
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self._closed:
@@ -459,17 +462,22 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
 
     # ---------------------------------------------------------------- read timeout (between reads, like sock_read)
+    # One timer per connection, not one per exchange: sending records the time and arms
+    # the timer only when none is pending; when it fires it measures the silence since
+    # the last read or write and sets itself again for the rest, or lapses when no
+    # exchange is in flight. A busy keep-alive connection arms about once a timeout.
     def _arm_timer(self) -> None:
-        timeout = self._read_timeout
-        if timeout is None:
-            return
+        self._busy = True
         self._last_io = time.monotonic()
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._check_timer)
+        timeout = self._read_timeout
+        if timeout is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(timeout, self._check_timer)
 
     def _check_timer(self) -> None:
         self._timer = None
         timeout = self._read_timeout
-        assert timeout is not None
+        if not self._busy or self._closed or timeout is None:
+            return
         idle = time.monotonic() - self._last_io
         if self.response is not None and self.response._paused:
             idle = 0.0  # paused by a slow consumer: not the endpoint's silence

@@ -126,3 +126,20 @@ cells:
         assert upstream.open_connections == 1  # one after another: one warm connection for all three cells
     finally:
         await stop_test_proxy(proxy)
+
+
+async def test_the_read_timeout_counts_from_each_exchange_on_a_reused_connection(upstream: RawUpstream) -> None:
+    c = client(upstream, "legacy", None, timeout_s=0.3)
+    loop = asyncio.get_running_loop()
+    try:
+        assert await fetch(c, "/quick") == 200
+        await asyncio.sleep(0.5)  # idle past the timeout: the connection is kept, not failed
+        assert await fetch(c, "/again") == 200
+        await asyncio.sleep(0.2)  # most of a timeout after the last exchange began
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await fetch(c, "/_slow?s=3")
+        assert 0.25 <= loop.time() - started < 1.0  # a whole timeout of silence, not what was left of one
+        assert upstream.open_connections == 1  # the quick ones shared one connection
+    finally:
+        await c.close()
