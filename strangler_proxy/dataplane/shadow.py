@@ -4,7 +4,8 @@ The request handler builds a :class:`ShadowJob` *after* the client's response
 is complete and calls :meth:`ShadowDispatcher.submit`, which never blocks: a
 full queue (by count or by queued bytes) drops the job and counts it. A fixed
 pool of workers sends each mirrored request through its own connection pools
-(shadow traffic can never exhaust the serving pools) with its own timeout,
+(the lean connections of upstream.py, as the served path's, but never the same
+ones: shadow traffic can never exhaust the serving pools) with its own timeout,
 captures the answer (body bounded by ``ShadowSettings.body_limit``), joins it
 with the served exchange into a :class:`ShadowPair` and hands it to the
 :class:`Comparator` (the diff engine, ``comparator.DiffComparator``); every
@@ -23,15 +24,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from strangler_proxy.config import CompareConfig, ShadowSettings
-from strangler_proxy.dataplane.forwarder import READ_CHUNK, UPSTREAM_FAILURES, translate
+from strangler_proxy.dataplane.forwarder import UPSTREAM_FAILURES, response_headers, translate
 from strangler_proxy.dataplane.pool import Upstreams
+from strangler_proxy.dataplane.upstream import ConnectFailed, ConnectTimedOut, KeepAlive, LeanEndpointClient, LeanResponse
 from strangler_proxy.diff.comparator import Comparator, failure_reason
 from strangler_proxy.diff.exchange import Exchange, Headers, ShadowPair, Side
 from strangler_proxy.diff.noise import wants_noise_sample
@@ -98,9 +99,8 @@ class ShadowDispatcher:
         self._workers: list[asyncio.Task[None]] = []
         # Its own pools and retry budgets (mirrors never take the served path's
         # connections), the served path's view of endpoint health.
-        self._upstreams = Upstreams(runtime.endpoints)
+        self._upstreams = Upstreams(runtime.endpoints, client_factory=partial(LeanEndpointClient, keepalive=KeepAlive()))
         self._queued_bytes = 0
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self.completed = 0  # finished comparisons (for tests and the admin API)
         self._down_until: dict[str, float] = {}
         metrics = runtime.metrics
@@ -271,46 +271,68 @@ class ShadowDispatcher:
             return Exchange(upstream=job.upstream, method=job.method, target=target, error="connect",
                             request_headers=job.headers, request_body=job.body)
         client = self._upstreams.get(job.upstream, config)
-        limit = self.settings.body_limit
         status: int | None = None
         headers: Headers = ()
-        body = bytearray()
-        truncated = False
+        capture = _Capture(self.settings.body_limit)
         error: str | None = None
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
-                resp = await client.send(job.method, job.raw_path, job.raw_query, list(job.headers), job.body,
-                                         timeout=self._timeout)
+            async with asyncio.timeout(self.settings.timeout_s):  # the whole exchange, body included
+                resp: LeanResponse = await client.send(job.method, job.raw_path, job.raw_query, list(job.headers),
+                                                       job.body)
+                status = resp.status
+                connection = resp.header(b"connection")
+                headers = tuple(response_headers(tuple(resp.raw_headers),
+                                                 connection.decode("latin-1") if connection is not None else None))
+                capture.full = resp.close  # over the limit: the rest is not read (the connection closes)
                 try:
-                    status = resp.status
-                    headers = tuple(resp.headers.items())
-                    while True:
-                        chunk = await resp.content.read(READ_CHUNK)
-                        if not chunk:
-                            break
-                        if len(body) + len(chunk) > limit:
-                            body += chunk[: limit - len(body)]
-                            truncated = True
-                            break
-                        body += chunk
-                finally:
-                    # close() drops a connection whose body was not read to the end.
-                    resp.close() if truncated else resp.release()
+                    await resp.pipe(capture)
+                except UPSTREAM_FAILURES:
+                    if not capture.truncated:
+                        raise
         except UpstreamError as exc:
             error = "timeout" if isinstance(exc, UpstreamTimeout) else "connect"
-            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+            cause = exc.__cause__
+            if isinstance(cause, ConnectFailed) and not isinstance(cause, ConnectTimedOut):  # refused, unreachable
                 self._down_until[job.upstream] = time.perf_counter() + CONNECT_BACKOFF_S
         except TimeoutError:
             error = "timeout"
         except UPSTREAM_FAILURES as exc:
             err = translate(exc, job.upstream)
             error = "timeout" if isinstance(err, UpstreamTimeout) else "reset"
+        body, truncated = bytes(capture.buf), capture.truncated
         return Exchange(
             upstream=job.upstream, method=job.method, target=target, status=status if error is None else None,
-            request_headers=job.headers, request_body=job.body, response_headers=headers, body=bytes(body),
+            request_headers=job.headers, request_body=job.body, response_headers=headers, body=body,
             latency_s=time.perf_counter() - start, error=error, body_truncated=truncated,
         )
 
+
+
+class _Capture:
+    """A mirrored answer's body, at most ``limit`` bytes: past it, ``full`` is called once."""
+
+    __slots__ = ("buf", "limit", "truncated", "full")
+
+    def __init__(self, limit: int) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+        self.truncated = False
+        self.full: Callable[[], None] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.truncated:
+            return
+        room = self.limit - len(self.buf)
+        if len(data) > room:
+            self.buf += data[:room]
+            self.truncated = True
+            if self.full is not None:
+                self.full()
+        else:
+            self.buf += data
+
+    def flush(self) -> None:
+        pass
 
 
 def _to_served(job: ShadowJob) -> ShadowJob:

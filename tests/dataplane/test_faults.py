@@ -119,3 +119,18 @@ async def test_client_disconnect_mid_upload_releases_upstream(make_proxy: MakePr
     await _wait_for(lambda: legacy.closed_connections == 1)
     # and the proxy still serves
     assert (await get(proxy, "/after")).status == 200
+
+
+async def test_a_mirrored_answer_over_the_body_limit_is_cut_and_skipped(make_proxy: MakeProxy, target: RawUpstream) -> None:
+    proxy = await make_proxy('[{name: big, path: "/big", target: target, mode: shadow, rewrite: "/_big"}]',
+                             shadow="{body_limit: 4096}")
+    resp = await get(proxy, "/big?n=2000000")  # legacy echoes; the candidate sends 2 MB
+    assert resp.status == 200 and resp.header("X-Upstream") == "legacy"
+    await proxy.shadow.drain()
+    [result] = proxy.results.results
+    assert (result.verdict, result.reason) == (Verdict.SKIPPED, "candidate: too-large")
+    for _ in range(50):  # the rest was not read: the mirror's connection was closed, not kept
+        if target.closed_connections:
+            break
+        await asyncio.sleep(0.02)
+    assert target.closed_connections == 1
