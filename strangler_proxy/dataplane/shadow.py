@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING
 from strangler_proxy.config import CompareConfig, ShadowSettings
 from strangler_proxy.dataplane.forwarder import UPSTREAM_FAILURES, response_headers, translate
 from strangler_proxy.dataplane.pool import Upstreams
-from strangler_proxy.dataplane.upstream import ConnectFailed, ConnectTimedOut, KeepAlive, LeanEndpointClient, LeanResponse
+from strangler_proxy.dataplane.upstream import (
+    ConnectFailed,
+    ConnectTimedOut,
+    KeepAlive,
+    LeanEndpointClient,
+    LeanResponse,
+)
 from strangler_proxy.diff.comparator import Comparator, failure_reason
 from strangler_proxy.diff.exchange import Exchange, Headers, ShadowPair, Side
 from strangler_proxy.diff.noise import wants_noise_sample
