@@ -134,12 +134,21 @@ def request_headers(
     return out
 
 
-def response_headers(raw: RawHeaders, connection: str | None) -> Headers:
-    """End-to-end response headers, original case, in order, repeats kept (several Set-Cookie)."""
+def response_fields(raw: Iterable[tuple[bytes, bytes]], connection: str | None) -> list[tuple[bytes, bytes]]:
+    """End-to-end response header fields as received (bytes, nothing decoded: what the
+    served path writes back), original case, in order, repeats kept (several Set-Cookie)."""
     drop = _dropped(connection, HOP_BY_HOP)
-    return [
-        (kb.decode("latin-1"), vb.decode("utf-8", "surrogateescape")) for kb, vb in raw if kb.lower() not in drop
-    ]
+    return [(kb, vb) for kb, vb in raw if kb.lower() not in drop]
+
+
+def decoded(fields: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Header fields as text: names latin-1, values UTF-8 (undecodable bytes kept as surrogates)."""
+    return [(kb.decode("latin-1"), vb.decode("utf-8", "surrogateescape")) for kb, vb in fields]
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]], connection: str | None) -> Headers:
+    """End-to-end response headers as text (:func:`response_fields`, :func:`decoded`)."""
+    return decoded(response_fields(raw, connection))
 
 
 def translate(exc: BaseException, upstream: str) -> UpstreamError:

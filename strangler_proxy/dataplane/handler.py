@@ -29,12 +29,14 @@ from aiohttp import web
 
 from strangler_proxy.config import Mode, ProxyLimits, StranglerConfig, UpstreamConfig
 from strangler_proxy.dataplane.forwarder import (
+    decoded,
     error_kind,
     request_headers,
+    response_fields,
     response_headers,
     translate,
 )
-from strangler_proxy.dataplane.listener import ProxyRunner, Request, start_listener
+from strangler_proxy.dataplane.listener import ProxyRunner, RawHeaders, Request, start_listener
 from strangler_proxy.dataplane.pool import Upstreams
 from strangler_proxy.dataplane.runtime import ProxyRuntime
 from strangler_proxy.dataplane.shadow import (
@@ -365,22 +367,22 @@ class ProxyHandler:
             return served
         served.status = resp.status
         connection = resp.header(b"connection")
-        out_headers = response_headers(tuple(resp.raw_headers),
-                                       connection.decode("latin-1") if connection is not None else None)
+        fields = response_fields(resp.raw_headers, connection.decode("latin-1") if connection is not None else None)
         if tee is not None:
-            served.resp_headers = tuple(out_headers)
+            served.resp_headers = tuple(decoded(fields))
             served.body = _Tee(tee.limit)
+        ours: list[tuple[str, str]] = []
         if served.fallback:
-            out_headers.append((FALLBACK_HEADER, "1"))
+            ours.append((FALLBACK_HEADER, "1"))
         if may_disclose(config, request.headers):  # one flag, one header lookup when it is not
-            out_headers.append((SERVED_BY_HEADER, upstream))
-        await self._stream(request, resp, served, out_headers)
+            ours.append((SERVED_BY_HEADER, upstream))
+        await self._stream(request, resp, served, ours, fields=fields)
         return served
 
     async def _stream(self, request: Request, resp: LeanResponse, served: _Served, headers: Any,
-                      own: bool = False) -> None:
-        """The upstream's answer to the client: its head, then its body as it arrives,
-        the upstream paused while the client's socket is full."""
+                      own: bool = False, fields: RawHeaders = ()) -> None:
+        """The upstream's answer to the client: its head (``fields`` as received, then ``headers``),
+        then its body as it arrives, the upstream paused while the client's socket is full."""
         tee = served.body
         if request.disconnected:
             resp.close()
@@ -389,7 +391,7 @@ class ProxyHandler:
         # The upstream's framing is its own hop: a known length is kept (its Content-Length
         # header is end-to-end), a chunked or close-delimited body is chunked for the client.
         length = 0 if resp.bodiless else None if resp.chunked else resp.content_length
-        request.start(resp.status, resp.reason, headers, length=length, own=own)
+        request.start(resp.status, resp.reason, headers, length=length, own=own, fields=fields)
         request.feeder = resp
         try:
             await resp.pipe(request, tee.add if tee is not None else None)

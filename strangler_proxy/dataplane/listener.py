@@ -310,12 +310,13 @@ class Request:
 
     # ---------------------------------------------------------------- the answer
     def start(self, status: int, reason: bytes, headers: Headers, *, length: int | None, own: bool = False,
-              close: bool = False) -> None:
+              close: bool = False, fields: RawHeaders = ()) -> None:
         """Begin the answer with its head. ``headers`` are end-to-end (no framing, no
         ``Connection``); ``length`` is the body's when known (the headers carry
         its ``Content-Length`` then), else the body is chunked (HTTP/1.1) or
         ends with the connection (HTTP/1.0). ``own``: the proxy's answer, which
-        gets the configured ``Server``.
+        gets the configured ``Server``. ``fields``: end-to-end header fields as an
+        upstream sent them (bytes), written first and as they are.
 
         The head is held until the first body bytes, :meth:`end` or :meth:`flush`, and
         goes out in the same write as them: one send to the client for a whole small answer."""
@@ -326,6 +327,10 @@ class Request:
             self.keep_alive = False  # an unread request body cannot be skipped safely
         parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
         has_date = False
+        for kb, vb in fields:
+            if not has_date and len(kb) == 4 and kb.lower() == b"date":
+                has_date = True
+            parts += (kb, b": ", vb, b"\r\n")
         for k, v in headers:
             if not has_date and len(k) == 4 and k.lower() == "date":
                 has_date = True

@@ -746,12 +746,13 @@ def _request_head(method: str, target: str, headers: Headers, authority: bytes, 
     >>> _request_head("GET", "/a%2Fb?x=1", [("X-A", "1")], b"10.0.0.1:8080", chunked=False)
     b'GET /a%2Fb?x=1 HTTP/1.1\\r\\nHost: 10.0.0.1:8080\\r\\nX-A: 1\\r\\n\\r\\n'
     """
-    has_host = any(k.lower() == "host" for k, _ in headers)
-    parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
-    if not has_host:
-        parts.append(b"Host: " + authority + b"\r\n")
-    parts.append("".join(f"{k}: {v}\r\n" for k, v in headers).encode("utf-8", "surrogateescape"))
-    if chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    has_host = False
+    lines = []
+    for k, v in headers:
+        if len(k) == 4 and k.lower() == "host":
+            has_host = True
+        lines.append(f"{k}: {v}\r\n")
+    return b"".join((f"{method} {target} HTTP/1.1\r\n".encode("latin-1"),
+                     b"" if has_host else b"Host: " + authority + b"\r\n",
+                     "".join(lines).encode("utf-8", "surrogateescape"),
+                     b"Transfer-Encoding: chunked\r\n\r\n" if chunked else b"\r\n"))
