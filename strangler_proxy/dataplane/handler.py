@@ -159,6 +159,10 @@ class ProxyHandler:
             name, mode = DEFAULT_ROUTE, "legacy"
             served = await self._forward(request, snap.config, snap.config.proxy.default_upstream, "legacy",
                                          method, path, query, None, None, cell)
+        elif route.mode is Mode.LEGACY:  # pass-through: straight to the forward (one frame fewer)
+            name, mode = route.name, "legacy"
+            served = await self._forward(request, snap.config, route.legacy, "legacy", method, path, query, route,
+                                         None, cell)
         else:
             name, mode = route.name, route.mode.value
             served = await self._serve_route(request, snap.config, route, method, path, query, cell)
@@ -226,8 +230,7 @@ class ProxyHandler:
         cell: str | None,
     ) -> _Served:
         mode = route.mode
-        if mode is Mode.LEGACY:
-            return await self._forward(request, config, route.legacy, "legacy", method, path, query, route, None, cell)
+        assert mode is not Mode.LEGACY  # __call__ forwards those itself
         if mode is Mode.CANARY:
             key = route.partition_key(path, request.headers, query)
             if serves_target(key, route.percent):

@@ -50,7 +50,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -190,7 +190,7 @@ class UpstreamPool:
             switch.pinned_zone is None or switch.pinned_zone == self.table.zones[0])
 
     # ------------------------------------------------------------ the call
-    async def send(
+    def send(
         self,
         method: str,
         raw_path: str,
@@ -198,14 +198,15 @@ class UpstreamPool:
         headers: Headers,
         body: AsyncIterator[bytes] | bytes | None,
         timeout: aiohttp.ClientTimeout | None = None,
-    ) -> aiohttp.ClientResponse:
-        """Send to the chosen endpoint (another one on a failure that allows it) and
-        return once response headers arrived.
+    ) -> Coroutine[Any, Any, Any]:
+        """Send to the chosen endpoint (another one on a failure that allows it);
+        await it for the response, once its headers arrived.
 
         The caller owns the response: it must ``release()`` or ``close()`` it.
         Raises :class:`~strangler_proxy.errors.UpstreamError` only. ``timeout``
         is the caller's own (the shadow path's, the GraphQL gateway's): its
-        expiry is not held against the endpoint.
+        expiry is not held against the endpoint. (Not a coroutine function
+        itself: it returns the coroutine that sends, one frame fewer per request.)
         """
         if self.header_rules is not None:  # this upstream's own, on a copy: never recorded, never mirrored
             headers = apply_header_rules(headers, self.header_rules)
@@ -213,11 +214,8 @@ class UpstreamPool:
         if switch is not self._switch:
             self._follow(switch)
         if self._single:  # one endpoint: nothing to choose, nowhere else to go
-            try:
-                return await self._attempt(0, method, raw_path, raw_query, headers, body, timeout)
-            except UPSTREAM_FAILURES as exc:
-                raise translate(exc, self.name) from exc
-        return await self._send_choosing(method, raw_path, raw_query, headers, body, timeout)
+            return self._attempt(0, method, raw_path, raw_query, headers, body, timeout, translated=True)
+        return self._send_choosing(method, raw_path, raw_query, headers, body, timeout)
 
     async def _send_choosing(
         self, method: str, raw_path: str, raw_query: str, headers: Headers,
@@ -275,8 +273,9 @@ class UpstreamPool:
 
     async def _attempt(
         self, i: int, method: str, raw_path: str, raw_query: str, headers: Headers,
-        body: AsyncIterator[bytes] | bytes | None, timeout: aiohttp.ClientTimeout | None,
+        body: AsyncIterator[bytes] | bytes | None, timeout: aiohttp.ClientTimeout | None, *, translated: bool = False,
     ) -> aiohttp.ClientResponse:
+        """One try on endpoint ``i``; ``translated``: raise the proxy's typed errors (no retry follows)."""
         ep = self.endpoints[i]
         ep.in_flight += 1
         start = time.perf_counter()
@@ -287,6 +286,8 @@ class UpstreamPool:
             # A timeout counts when it is the upstream's own (timeout_s), not a caller's shorter one.
             if timeout is None or never_sent(exc) or not isinstance(exc, TimeoutError):
                 self._failed(ep)
+            if translated:
+                raise translate(exc, self.name) from exc
             raise
         except BaseException:  # cancelled (a caller's deadline): not the endpoint's fault
             ep.in_flight -= 1

@@ -564,13 +564,24 @@ class LeanEndpointClient:
         retry = method in SAFE_METHODS and not isinstance(body, AsyncIterator)
         stale: UpstreamClosed | None = None
         while True:
+            # A warm idle connection is taken without a coroutine call (most requests).
+            conn = self._take_idle(len(self._open) < self.limit)
+            reused = conn is not None
+            if conn is None:
+                try:
+                    conn, reused = await self._acquire()
+                except ConnectFailed as exc:
+                    if stale is not None:  # the first try may have been received: not "never sent"
+                        raise stale from exc
+                    raise
             try:
-                conn, reused = await self._acquire()
-            except ConnectFailed as exc:
-                if stale is not None:  # the first try may have been received: not "never sent"
-                    raise stale from exc
-                raise
-            try:
+                if body is None or isinstance(body, bytes):  # the whole request in one write, inline
+                    fut = conn.send(_with_body(head, body), method, reused)
+                    try:
+                        return await fut
+                    except BaseException:
+                        conn.abort_exchange()
+                        raise
                 return await self._exchange(conn, head, method, body, reused)
             except UpstreamClosed as exc:
                 if not (retry and not exc.answered):
@@ -579,21 +590,17 @@ class LeanEndpointClient:
                 stale = exc
 
     async def _exchange(self, conn: UpstreamConnection, head: bytes, method: str,
-                        body: AsyncIterator[bytes] | bytes | None, reused: bool) -> LeanResponse:
+                        body: AsyncIterator[bytes], reused: bool) -> LeanResponse:
+        """A request whose body streams in after its head."""
         try:
-            if body is None or isinstance(body, bytes):
-                if body is not None and _is_chunked_head(head):
-                    body = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
-                fut = conn.send(head + body if body else head, method, reused)
-            else:
-                fut = conn.send(head, method, reused, body_follows=True)
-                try:
-                    await self._stream_body(conn, body, fut, chunked=_is_chunked_head(head))
-                except UpstreamClosed:
-                    if not _answered(fut):
-                        raise
-                    # The endpoint answered before reading the whole body (an early 413, 401) and
-                    # closed: its answer stands; the connection is not reused (see _message_done).
+            fut = conn.send(head, method, reused, body_follows=True)
+            try:
+                await self._stream_body(conn, body, fut, chunked=_is_chunked_head(head))
+            except UpstreamClosed:
+                if not _answered(fut):
+                    raise
+                # The endpoint answered before reading the whole body (an early 413, 401) and
+                # closed: its answer stands; the connection is not reused (see _message_done).
             return await fut
         except BaseException:
             conn.abort_exchange()
@@ -733,6 +740,15 @@ def _needs_chunking(body: AsyncIterator[bytes] | bytes | None, headers: Headers)
     if body is None:
         return False
     return not any(k.lower() == "content-length" for k, _ in headers)
+
+
+def _with_body(head: bytes, body: bytes | None) -> bytes:
+    """The head and a body in memory as one write (framed as one chunk when the head says chunked)."""
+    if body is None:
+        return head
+    if _is_chunked_head(head):
+        return head + ((b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n")
+    return head + body
 
 
 def _is_chunked_head(head: bytes) -> bool:
