@@ -214,36 +214,11 @@ class UpstreamPool:
         if switch is not self._switch:
             self._follow(switch)
         if self._single:  # one endpoint: nothing to choose, nowhere else to go
-            return self._attempt(0, method, raw_path, raw_query, headers, body, timeout, translated=True)
-        return self._send_choosing(method, raw_path, raw_query, headers, body, timeout)
-
-    async def _send_choosing(
-        self, method: str, raw_path: str, raw_query: str, headers: Headers,
-        body: AsyncIterator[bytes] | bytes | None, timeout: aiohttp.ClientTimeout | None,
-    ) -> aiohttp.ClientResponse:
+            return self._attempt(0, method, raw_path, raw_query, headers, body, timeout, choosing=False)
         now = time.monotonic()
         self._budget.request(now)
-        exclude = _NOTHING
-        i = self._choose(now, exclude)
-        while True:
-            if i is None:
-                raise UpstreamConnectError(self._nothing_to_choose(), upstream=self.name)
-            try:
-                return await self._attempt(i, method, raw_path, raw_query, headers, body, timeout)
-            except UPSTREAM_FAILURES as exc:
-                if not (never_sent(exc) or (method in SAFE_METHODS and reset_before_answer(exc)
-                                            and not isinstance(body, AsyncIterator))):
-                    raise translate(exc, self.name) from exc
-                now = time.monotonic()
-                exclude = exclude | {i}
-                i = self._choose(now, exclude)
-                if i is None:  # every endpoint it may use was tried
-                    raise translate(exc, self.name) from exc
-                metrics = self._board.metrics
-                if not self._budget.allow(now):
-                    metrics.inc(metrics.retry_budget_exhausted, self.name)
-                    raise translate(exc, self.name) from exc
-                metrics.inc(metrics.retries, self.name)
+        return self._attempt(self._choose(now, _NOTHING), method, raw_path, raw_query, headers, body, timeout,
+                             choosing=True)
 
     def _choose(self, now: float, exclude: frozenset[int]) -> int | None:
         if not exclude and self._among_epoch == self._epoch.value and now < self._among_until:
@@ -272,37 +247,54 @@ class UpstreamPool:
         return "every endpoint is drained"
 
     async def _attempt(
-        self, i: int, method: str, raw_path: str, raw_query: str, headers: Headers,
-        body: AsyncIterator[bytes] | bytes | None, timeout: aiohttp.ClientTimeout | None, *, translated: bool = False,
+        self, i: int | None, method: str, raw_path: str, raw_query: str, headers: Headers,
+        body: AsyncIterator[bytes] | bytes | None, timeout: aiohttp.ClientTimeout | None, *, choosing: bool,
     ) -> aiohttp.ClientResponse:
-        """One try on endpoint ``i``; ``translated``: raise the proxy's typed errors (no retry follows)."""
-        ep = self.endpoints[i]
-        ep.in_flight += 1
-        start = time.perf_counter()
-        try:
-            resp = await self.clients[i].send(method, raw_path, raw_query, headers, body, timeout)
-        except UPSTREAM_FAILURES as exc:
-            ep.in_flight -= 1
-            # A timeout counts when it is the upstream's own (timeout_s), not a caller's shorter one.
-            if timeout is None or never_sent(exc) or not isinstance(exc, TimeoutError):
+        """Send on endpoint ``i``; with ``choosing`` (several endpoints), a failure that
+        allows it is sent again on another one (see the module docstring), in this same
+        frame. Raises the proxy's typed errors."""
+        exclude = _NOTHING
+        while True:
+            if i is None:
+                raise UpstreamConnectError(self._nothing_to_choose(), upstream=self.name)
+            ep = self.endpoints[i]
+            ep.in_flight += 1
+            start = time.perf_counter()
+            try:
+                resp = await self.clients[i].send(method, raw_path, raw_query, headers, body, timeout)
+            except UPSTREAM_FAILURES as exc:
+                ep.in_flight -= 1
+                # A timeout counts when it is the upstream's own (timeout_s), not a caller's shorter one.
+                if timeout is None or never_sent(exc) or not isinstance(exc, TimeoutError):
+                    self._failed(ep)
+                if not choosing or not (never_sent(exc) or (method in SAFE_METHODS and reset_before_answer(exc)
+                                                            and not isinstance(body, AsyncIterator))):
+                    raise translate(exc, self.name) from exc
+                now = time.monotonic()
+                exclude = exclude | {i}
+                i = self._choose(now, exclude)
+                if i is None:  # every endpoint it may use was tried
+                    raise translate(exc, self.name) from exc
+                metrics = self._board.metrics
+                if not self._budget.allow(now):
+                    metrics.inc(metrics.retry_budget_exhausted, self.name)
+                    raise translate(exc, self.name) from exc
+                metrics.inc(metrics.retries, self.name)
+                continue
+            except BaseException:  # cancelled (a caller's deadline): not the endpoint's fault
+                ep.in_flight -= 1
+                raise
+            ep.observe(time.perf_counter() - start)
+            if resp.status >= 500:
                 self._failed(ep)
-            if translated:
-                raise translate(exc, self.name) from exc
-            raise
-        except BaseException:  # cancelled (a caller's deadline): not the endpoint's fault
-            ep.in_flight -= 1
-            raise
-        ep.observe(time.perf_counter() - start)
-        if resp.status >= 500:
-            self._failed(ep)
-        else:
-            ep.consecutive = 0
-        conn = resp.connection
-        if conn is None:  # the whole answer is in already
-            ep.in_flight -= 1
-        else:
-            conn.add_callback(ep.done)
-        return resp
+            else:
+                ep.consecutive = 0
+            conn = resp.connection
+            if conn is None:  # the whole answer is in already
+                ep.in_flight -= 1
+            else:
+                conn.add_callback(ep.done)
+            return resp
 
     def _failed(self, ep: EndpointHealth) -> None:
         rule = self.config.outlier
