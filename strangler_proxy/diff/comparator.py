@@ -94,6 +94,10 @@ class DiffComparator:
             return _result(pair, Verdict.SKIPPED, reason=skip)
         if leg.status is None or leg.error is not None or leg.status >= 500:
             return self._error_result(pair, rules, Verdict.LEGACY_ERROR, _error_reason("legacy", leg))
+        if (leg.body == cand.body and cand.status == leg.status and cand.error is None
+                and pair.legacy_again is None and not self.samples_on_match and not _header_diffs(leg, cand, rules)):
+            # Byte-equal answers with the same status and headers: nothing to lift, nothing any rule could add.
+            return _result(pair, Verdict.MATCH)
         lifted_leg = lift(leg)
         if pair.legacy_again is not None:
             # Legacy against itself teaches noise whatever the candidate did.

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from strangler_proxy.config import CompareConfig
+from strangler_proxy.diff import comparator
 from strangler_proxy.diff.comparator import DiffComparator
 from strangler_proxy.diff.result import Difference, DiffKind, ShadowResult, Verdict
 
@@ -34,6 +35,25 @@ def test_match_carries_both_sides_and_no_samples() -> None:
 def test_byte_equal_bodies_match_through_the_fast_path() -> None:
     r = compare(jpair({"a": [1, True]}, {"a": [1, True]}))
     assert r.verdict is Verdict.MATCH and r.noise == ()
+
+
+def test_byte_equal_answers_are_not_lifted(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_lifting(_: object) -> None:
+        raise AssertionError("byte-equal answers need no parsing")
+
+    monkeypatch.setattr(comparator, "lift", no_lifting)
+    r = compare(pair(exchange(raw=b'{"broken": '), exchange(raw=b'{"broken": ', upstream="ratings")))
+    assert r.verdict is Verdict.MATCH and r.differences == () and r.extra == {}
+
+
+def test_byte_equal_bodies_still_mismatch_on_status_or_compared_headers() -> None:
+    status = compare(pair(exchange({"a": 1}), exchange({"a": 1}, status=404, upstream="ratings")))
+    assert status.verdict is Verdict.MISMATCH
+    assert [d.kind for d in status.differences] == [DiffKind.STATUS]
+    text = (("Content-Type", "text/plain"),)
+    header = compare(pair(exchange({"a": 1}), exchange({"a": 1}, headers=text, upstream="ratings")))
+    assert header.verdict is Verdict.MISMATCH
+    assert [d.path for d in header.differences] == ["header:content-type"]
 
 
 def test_mismatch_lists_differences_and_keeps_samples() -> None:
