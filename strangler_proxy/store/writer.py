@@ -1,11 +1,14 @@
 """``ResultWriter``: shadow results to the store, in batches, off the hot path.
 
-``observe`` (called by the shadow path for every result) only appends to a
-bounded in-memory buffer -- when the buffer is full the result is dropped and
-counted, never waited for. A background task wakes every
-``store.flush_interval_s`` or when ``store.batch_size`` results are waiting,
-aggregates the batch in memory (one row per key and time bucket, one per key,
-bucket and differing path) and writes it in ONE transaction:
+``observe`` (called by the shadow path for every result) only counts the
+result into the batch in memory (one row per key and time bucket, one per key,
+bucket and differing path, a bounded set of samples) -- when the batch holds
+``max_buffer`` results the result is dropped and counted, never waited for. A
+background task wakes every ``store.flush_interval_s`` or when
+``store.batch_size`` results are waiting, takes the batch and writes it in ONE
+transaction (aggregating as results come keeps the flush's share of the event
+loop to the writing: no pass over hundreds of results in one go, which delayed
+client requests queued behind it):
 
 1. ``result_buckets``: upsert-add of the verdict counts (this also locks the
    rows, on PostgreSQL against other replicas), then the latency histograms
@@ -159,7 +162,10 @@ class ResultWriter:
         self._retention_interval_s = retention_interval_s
         self._clock = clock
         self._owns_engine = owns_engine
-        self._buffer: list[ShadowResult] = []
+        # Results are aggregated as they come (what a flush writes), so a flush on the
+        # event loop only writes: no pass over hundreds of results in one go.
+        self._batch = _Batch()
+        self._pending = 0  # results in _batch
         self._wake: asyncio.Event | None = None
         self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -175,16 +181,18 @@ class ResultWriter:
     # ------------------------------------------------------------ hot path
     def observe(self, result: ShadowResult) -> None:
         self.stats.observed += 1
-        if len(self._buffer) >= self._max_buffer:
+        if self._pending >= self._max_buffer:
             self.stats.dropped += 1
             return
-        self._buffer.append(result)
-        if len(self._buffer) >= self.settings.batch_size and self._wake is not None:
+        self._add(self._batch, result)
+        self._pending += 1
+        if self._pending >= self.settings.batch_size and self._wake is not None:
             self._wake.set()
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        """Results observed and not written yet."""
+        return self._pending
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -209,7 +217,7 @@ class ResultWriter:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        while self._buffer:
+        while self._pending:
             if not await self._flush_guarded():
                 break
         if self._owns_engine:
@@ -230,7 +238,7 @@ class ResultWriter:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self._buffer:
+            if self._pending:
                 await self._flush_guarded()
 
     async def _retention_loop(self) -> None:
@@ -258,10 +266,10 @@ class ResultWriter:
     async def flush(self) -> int:
         """Write everything buffered now, in one transaction; the number written."""
         async with self._flush_lock:
-            batch_results, self._buffer = self._buffer, []
-            if not batch_results:
+            batch, count = self._batch, self._pending
+            if not count:
                 return 0
-            batch = self._aggregate(batch_results)
+            self._batch, self._pending = _Batch(), 0
             try:
                 async with self.engine.begin() as conn:
                     await self._write_buckets(conn, batch)
@@ -271,58 +279,56 @@ class ResultWriter:
             except (SQLAlchemyError, OSError) as exc:
                 self.stats.failed_flushes += 1
                 self.stats.last_error = str(exc)
-                raise StoreError(f"writing {len(batch_results)} shadow results failed: {exc}") from exc
+                raise StoreError(f"writing {count} shadow results failed: {exc}") from exc
             self.stats.flushes += 1
-            self.stats.written += len(batch_results)
-            return len(batch_results)
+            self.stats.written += count
+            return count
 
-    def _aggregate(self, results: list[ShadowResult]) -> _Batch:
-        batch = _Batch()
+    def _add(self, batch: _Batch, r: ShadowResult) -> None:
+        """Count one result into ``batch`` the way it will be written."""
         bucket_s = self.settings.bucket_s
         keep = self.settings.samples_per_path
-        for r in results:
-            start = int(r.at // bucket_s) * bucket_s
-            agg = batch.buckets.get((r.key, start))
-            if agg is None:
-                agg = batch.buckets[(r.key, start)] = _BucketAgg()
-            agg.counts[VERDICT_COLUMN[r.verdict]] += 1
-            if r.verdict is not Verdict.SKIPPED:
-                # SERVED results add to the candidate histogram on purpose: it
-                # is the candidate's real latency under real load, and in
-                # extracted mode without reverse shadow the only latency there is.
-                if (legacy_s := _measured(r.legacy_latency_s)) is not None:
-                    agg.legacy[bin_index(legacy_s)] += 1
-                    agg.has_latency = True
-                if (candidate_s := _measured(r.candidate_latency_s)) is not None:
-                    agg.candidate[bin_index(candidate_s)] += 1
-                    agg.has_latency = True
-            # A transient result keeps the differences it first had (they are
-            # evidence for listeners) but they are not differing paths of the key.
-            if r.verdict is not Verdict.TRANSIENT:
-                for path, kind in {(_cut(d.path), d.kind.value) for d in r.differences}:
-                    batch.paths[(r.key, start, path, kind)] += 1
-            if r.noise:
-                # The comparator says, per noise difference, whether a rule
-                # (compare.ignore) or learning explained it.
-                sources = r.extra.get("noise_sources") or ()
-                counted: set[str] = set()
-                for i, d in enumerate(r.noise):
-                    path = _cut(d.path)
-                    if path in counted:
-                        continue
-                    counted.add(path)
-                    nk = (r.key, path)
-                    batch.noise[nk] += 1
-                    batch.noise_seen[nk] = max(batch.noise_seen.get(nk, 0.0), r.at)
-                    src = sources[i] if i < len(sources) and sources[i] in _SOURCES else SOURCE_LEARNED
-                    batch.noise_source.setdefault(nk, src)
-            if keep and r.verdict in _SAMPLED:
-                spath = _cut(r.differences[0].path) if r.differences else f"<{r.verdict.value}>"
-                q = batch.samples.get((r.key, spath))
-                if q is None:
-                    q = batch.samples[(r.key, spath)] = deque(maxlen=keep)
-                q.append(r)
-        return batch
+        start = int(r.at // bucket_s) * bucket_s
+        agg = batch.buckets.get((r.key, start))
+        if agg is None:
+            agg = batch.buckets[(r.key, start)] = _BucketAgg()
+        agg.counts[VERDICT_COLUMN[r.verdict]] += 1
+        if r.verdict is not Verdict.SKIPPED:
+            # SERVED results add to the candidate histogram on purpose: it
+            # is the candidate's real latency under real load, and in
+            # extracted mode without reverse shadow the only latency there is.
+            if (legacy_s := _measured(r.legacy_latency_s)) is not None:
+                agg.legacy[bin_index(legacy_s)] += 1
+                agg.has_latency = True
+            if (candidate_s := _measured(r.candidate_latency_s)) is not None:
+                agg.candidate[bin_index(candidate_s)] += 1
+                agg.has_latency = True
+        # A transient result keeps the differences it first had (they are
+        # evidence for listeners) but they are not differing paths of the key.
+        if r.verdict is not Verdict.TRANSIENT:
+            for path, kind in {(_cut(d.path), d.kind.value) for d in r.differences}:
+                batch.paths[(r.key, start, path, kind)] += 1
+        if r.noise:
+            # The comparator says, per noise difference, whether a rule
+            # (compare.ignore) or learning explained it.
+            sources = r.extra.get("noise_sources") or ()
+            counted: set[str] = set()
+            for i, d in enumerate(r.noise):
+                path = _cut(d.path)
+                if path in counted:
+                    continue
+                counted.add(path)
+                nk = (r.key, path)
+                batch.noise[nk] += 1
+                batch.noise_seen[nk] = max(batch.noise_seen.get(nk, 0.0), r.at)
+                src = sources[i] if i < len(sources) and sources[i] in _SOURCES else SOURCE_LEARNED
+                batch.noise_source.setdefault(nk, src)
+        if keep and r.verdict in _SAMPLED:
+            spath = _cut(r.differences[0].path) if r.differences else f"<{r.verdict.value}>"
+            q = batch.samples.get((r.key, spath))
+            if q is None:
+                q = batch.samples[(r.key, spath)] = deque(maxlen=keep)
+            q.append(r)
 
     async def _write_buckets(self, conn: AsyncConnection, batch: _Batch) -> None:
         table = ResultBucket.__table__
