@@ -78,17 +78,17 @@ class _TransparentRequest(aiohttp.ClientRequest):
         super().update_body_from_data(body, _stacklevel + 1)
 
 
-def _dropped(connection: str | None, base: frozenset[bytes]) -> frozenset[bytes]:
-    """Hop-by-hop names for this message: the fixed set plus those ``Connection`` lists."""
+def _dropped(connection: bytes | None, base: frozenset[bytes]) -> frozenset[bytes]:
+    """Hop-by-hop names for this message: the fixed set plus those its ``Connection`` field lists."""
     if not connection:
         return base
-    return base | {t.strip().lower().encode("latin-1") for t in connection.split(",") if t.strip()}
+    return base | {t.strip().lower() for t in connection.split(b",") if t.strip()}
 
 
 def request_headers(
-    raw: RawHeaders,
+    raw: Iterable[tuple[bytes, bytes]],
     *,
-    connection: str | None,
+    connection: bytes | None,
     client_ip: str | None,
     scheme: str,
     keep_host: bool,
@@ -134,7 +134,7 @@ def request_headers(
     return out
 
 
-def response_fields(raw: Iterable[tuple[bytes, bytes]], connection: str | None) -> list[tuple[bytes, bytes]]:
+def response_fields(raw: Iterable[tuple[bytes, bytes]], connection: bytes | None) -> list[tuple[bytes, bytes]]:
     """End-to-end response header fields as received (bytes, nothing decoded: what the
     served path writes back), original case, in order, repeats kept (several Set-Cookie)."""
     drop = _dropped(connection, HOP_BY_HOP)
@@ -146,7 +146,7 @@ def decoded(fields: Iterable[tuple[bytes, bytes]]) -> Headers:
     return [(kb.decode("latin-1"), vb.decode("utf-8", "surrogateescape")) for kb, vb in fields]
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]], connection: str | None) -> Headers:
+def response_headers(raw: Iterable[tuple[bytes, bytes]], connection: bytes | None) -> Headers:
     """End-to-end response headers as text (:func:`response_fields`, :func:`decoded`)."""
     return decoded(response_fields(raw, connection))
 

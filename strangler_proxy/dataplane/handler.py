@@ -201,7 +201,7 @@ class ProxyHandler:
         argument) and names back in :data:`CELL_HEADER`, which is read here and never forwarded."""
         served = _Served(GRAPHQL_ROUTE, "legacy")
         # The client's own headers (admin token included: the gateway decides disclosure), hop-by-hop dropped.
-        headers = response_headers(tuple(request.raw_headers), request.headers.get("Connection"))
+        headers = response_headers(request.raw_headers, request.connection)
         body = self._request_body(request, None) if request.body is not None else None
         cell: str | None = None
         try:
@@ -211,7 +211,7 @@ class ProxyHandler:
         else:
             served.status = resp.status
             out = []
-            for k, v in response_headers(tuple(resp.raw_headers), None):
+            for k, v in response_headers(resp.raw_headers, None):
                 lk = k.lower()
                 if lk == _CELL_HEADER_LOWER:
                     cell = v or None
@@ -342,7 +342,7 @@ class ProxyHandler:
         served = _Served(upstream, side)
         served.fallback = mark_fallback
         client = self.upstreams.get(upstream, config.upstreams[upstream])
-        headers = request_headers(request.raw_headers, connection=request.headers.get("Connection"),  # type: ignore[arg-type]
+        headers = request_headers(request.raw_headers, connection=request.connection,
                                   client_ip=request.remote, scheme="http", keep_host=client.keep_host)
         served.headers = headers
         body: AsyncIterator[bytes] | bytes | None = None
@@ -369,8 +369,7 @@ class ProxyHandler:
             served.fallback = True
             return served
         served.status = resp.status
-        connection = resp.header(b"connection")
-        fields = response_fields(resp.raw_headers, connection.decode("latin-1") if connection is not None else None)
+        fields = response_fields(resp.raw_headers, resp.hop)
         if tee is not None:
             served.resp_headers = tuple(decoded(fields))
             served.body = _Tee(tee.limit)

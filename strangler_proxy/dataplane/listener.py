@@ -254,7 +254,7 @@ class Request:
 
     __slots__ = ("conn", "method", "raw_path", "version", "raw_headers", "_headers", "remote", "body",
                  "content_length", "chunked", "keep_alive", "expect_continue", "upgrade", "started", "finished",
-                 "status", "_chunked_out", "_bodiless", "feeder", "_continued", "_head")
+                 "status", "_chunked_out", "_bodiless", "feeder", "_continued", "_head", "connection")
 
     def __init__(self, conn: ClientConnection, method: str, raw_path: str, version: str, raw_headers: RawHeaders,
                  keep_alive: bool) -> None:
@@ -279,6 +279,7 @@ class Request:
         self.feeder: BodyFeeder | None = None
         self._continued = False
         self._head: bytes | None = None  # the response head, until it goes out with the first body bytes
+        self.connection: bytes | None = None  # the Connection field's tokens (several fields: joined)
 
     @property
     def headers(self) -> HeaderView:
@@ -442,7 +443,8 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = ("server", "transport", "parser", "remote", "closed", "_url", "_headers",
                  "_in_head", "_parsing", "_queue", "_current", "_task", "_deadline", "_deadline_kind", "_timer",
-                 "_counted", "_refused", "_linger", "_paused_by", "_drain", "feeding", "_write_paused", "_idle")
+                 "_counted", "_refused", "_linger", "_paused_by", "_drain", "feeding", "_write_paused", "_idle",
+                 "_loop", "_next")
 
     def __init__(self, server: ProxyListener) -> None:
         self.server = server
@@ -468,6 +470,9 @@ class ClientConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._write_paused = False
         self.feeding: Request | None = None  # the request whose answer is being written
+        self._loop = asyncio.get_running_loop()
+        # The connection's worker (_task) waits on this for a next request (see _work).
+        self._next: asyncio.Future[None] | None = None
 
     # ---------------------------------------------------------------- open / close
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -523,6 +528,7 @@ class ClientConnection(asyncio.Protocol):
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("the client closed the connection"))
         self._queue.clear()
+        self._wake_worker()  # waiting for a next request that will not come: it ends
 
     def _refuse(self) -> None:
         """Answer 503 without parsing anything, then close (never counted)."""
@@ -567,7 +573,7 @@ class ClientConnection(asyncio.Protocol):
             raise ConnectionResetError("the client closed the connection")
         if self._write_paused:
             if self._drain is None:
-                self._drain = asyncio.get_running_loop().create_future()
+                self._drain = self._loop.create_future()
             await self._drain
 
     # ---------------------------------------------------------------- reading
@@ -671,6 +677,8 @@ class ClientConnection(asyncio.Protocol):
                 req.content_length = int(v)
             elif lk == b"transfer-encoding":
                 req.chunked = True
+            elif lk == b"connection":
+                req.connection = v if req.connection is None else req.connection + b"," + v
             elif lk == b"expect" and v.lower() == b"100-continue" and version == "1.1":
                 req.expect_continue = True
         if version == "1.1" and not has_host:
@@ -704,29 +712,48 @@ class ClientConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- answering, in order
     def _dispatch(self, req: Request) -> None:
+        """``req`` is the one to answer now: the connection's worker takes it (started
+        with the first request; one task per connection, not one per request)."""
         self._current = req
         self._deadline_kind = _BUSY
-        self._task = asyncio.get_running_loop().create_task(self._run(req))
+        if self._task is None:
+            self._task = self._loop.create_task(self._work())
+        else:
+            self._wake_worker()
 
-    async def _run(self, req: Request) -> None:
-        try:
-            await self.server.handler(req)
-        except asyncio.CancelledError:
-            if not self.closed:
-                raise
-            return
-        except Exception:
-            log.exception("error handling %s %s from %s", req.method, req.raw_path, self.remote)
-            if not req.started and not self.closed:
-                req.send_page(500)
-            else:
-                req.abort()
-            return
-        if not req.finished:
-            if not req.started:
-                req.send_page(500)
-            else:
-                req.abort()
+    def _wake_worker(self) -> None:
+        waiting, self._next = self._next, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    async def _work(self) -> None:
+        """Answer this connection's requests in order, one at a time, until it closes. The
+        handler's answer ends with :meth:`response_done`, which makes the next request current."""
+        handler = self.server.handler
+        while not self.closed:
+            req = self._current
+            if req is None:  # answered: wait for the next request (or the close)
+                self._next = self._loop.create_future()
+                await self._next
+                continue
+            try:
+                await handler(req)
+            except asyncio.CancelledError:
+                if not self.closed:
+                    raise
+                return
+            except Exception:
+                log.exception("error handling %s %s from %s", req.method, req.raw_path, self.remote)
+                if not req.started and not self.closed:
+                    req.send_page(500)
+                else:
+                    req.abort()
+                continue
+            if not req.finished:
+                if not req.started:
+                    req.send_page(500)
+                else:
+                    req.abort()
 
     def response_done(self, req: Request) -> None:
         """``req``'s answer is written: close, or go on with the next request."""
@@ -740,9 +767,9 @@ class ClientConnection(asyncio.Protocol):
         if req.body is not None and not req.body.complete:
             req.body.discard = True  # pragma: no cover -- start() closes such connections
         if self._queue:
-            nxt = self._queue.popleft()
             self._resume("pipeline")
-            self._dispatch(nxt)
+            self._current = self._queue.popleft()  # the worker goes on with it
+            self._deadline_kind = _BUSY
             return
         if self._in_head:
             self._set_deadline(_HEAD, self.server.limits.header_timeout_s)
@@ -753,7 +780,7 @@ class ClientConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- one timer: head deadline or idle keep-alive
     def _set_deadline(self, kind: int, after_s: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._deadline_kind = kind
         self._deadline = loop.time() + after_s
         if self._timer is None:
@@ -767,7 +794,7 @@ class ClientConnection(asyncio.Protocol):
         kind = self._deadline_kind
         if kind == _BUSY or self.closed:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._expired)
             return

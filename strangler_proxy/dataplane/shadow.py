@@ -286,9 +286,7 @@ class ShadowDispatcher:
                 resp: LeanResponse = await client.send(job.method, job.raw_path, job.raw_query, list(job.headers),
                                                        job.body)
                 status = resp.status
-                connection = resp.header(b"connection")
-                headers = tuple(response_headers(tuple(resp.raw_headers),
-                                                 connection.decode("latin-1") if connection is not None else None))
+                headers = tuple(response_headers(resp.raw_headers, resp.hop))
                 capture.full = resp.close  # over the limit: the rest is not read (the connection closes)
                 try:
                     await resp.pipe(capture)

@@ -94,7 +94,7 @@ class BodySink(Protocol):
 class LeanResponse:
     """One upstream response: its head, and its body as it arrives."""
 
-    __slots__ = ("status", "reason", "raw_headers", "content_length", "chunked", "bodiless", "keep_alive",
+    __slots__ = ("status", "reason", "raw_headers", "content_length", "chunked", "bodiless", "keep_alive", "hop",
                  "_conn", "_chunks", "_buffered", "_sink", "_tee", "_done", "_error", "_complete", "_callbacks",
                  "_paused")
 
@@ -107,6 +107,7 @@ class LeanResponse:
         self.chunked = False
         self.bodiless = False  # HEAD, 1xx, 204, 304: no body whatever the head says
         self.keep_alive = True
+        self.hop: bytes | None = None  # the Connection field's tokens (several fields: joined)
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._sink: BodySink | None = None
@@ -130,13 +131,6 @@ class LeanResponse:
         else:
             self._callbacks.append(callback)
 
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of header ``name`` (lower-case), or None."""
-        for k, v in self.raw_headers:
-            if k.lower() == name:
-                return v
-        return None
-
     # ---------------------------------------------------------------- the body
     async def pipe(self, sink: BodySink, tee: Callable[[bytes], None] | None = None) -> None:
         """Deliver the body into ``sink.write`` (and ``tee``) as it arrives; returns
@@ -158,7 +152,8 @@ class LeanResponse:
         self._tee = tee
         if self._paused:
             self.resume()
-        self._done = asyncio.get_running_loop().create_future()
+        assert self._conn is not None  # neither complete nor failed: the connection is still ours
+        self._done = self._conn._loop.create_future()
         try:
             await self._done
         except asyncio.CancelledError:
@@ -229,7 +224,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = ("client", "transport", "parser", "response", "_head_bytes", "_reason",
                  "_headers", "_head_wait", "_drain", "_closed", "_reused", "_head_method", "_last_io", "_timer",
-                 "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped", "_request_done", "_busy")
+                 "_read_timeout", "idle_since", "_keep_alive", "_eof_delimited", "_stopped", "_request_done", "_busy",
+                 "_loop")
 
     def __init__(self, client: LeanEndpointClient) -> None:
         self.client = client
@@ -253,6 +249,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._stopped = False  # the parser was stopped after a HEAD response's head
         self._request_done = True  # the whole request (body included) has been written
         self._busy = False  # an exchange is in flight (what the read timer watches)
+        self._loop = client._loop
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -278,7 +275,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self._loop.create_future()
 
     def resume_writing(self) -> None:
         drain, self._drain = self._drain, None
@@ -346,6 +343,8 @@ class UpstreamConnection(asyncio.Protocol):
                 length = int(v)
             elif lk == b"transfer-encoding" and b"chunked" in v.lower():
                 chunked = True
+            elif lk == b"connection":
+                resp.hop = v if resp.hop is None else resp.hop + b"," + v
         resp.content_length = length
         resp.chunked = chunked
         resp.bodiless = self._head_method or status in (204, 304)
@@ -397,7 +396,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._request_done = not body_follows
         self._head_method = method == "HEAD"
         self._head_bytes = 0
-        self._head_wait = fut = asyncio.get_running_loop().create_future()
+        self._head_wait = fut = self._loop.create_future()
         self.transport.write(head)
         self._arm_timer()
         return fut
@@ -471,7 +470,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_io = time.monotonic()
         timeout = self._read_timeout
         if timeout is not None and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(timeout, self._check_timer)
+            self._timer = self._loop.call_later(timeout, self._check_timer)
 
     def _check_timer(self) -> None:
         self._timer = None
@@ -482,7 +481,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.response is not None and self.response._paused:
             idle = 0.0  # paused by a slow consumer: not the endpoint's silence
         if idle < timeout:
-            self._timer = asyncio.get_running_loop().call_later(timeout - idle, self._check_timer)
+            self._timer = self._loop.call_later(timeout - idle, self._check_timer)
             return
         self._fail(TimeoutError("no answer in time"))
 
@@ -561,7 +560,8 @@ class LeanEndpointClient:
             raise ConnectFailed("upstream client is closed")
         target = self.base_path + raw_path + ("?" + raw_query if raw_query else "")
         head = _request_head(method, target, headers, self._authority, chunked=_needs_chunking(body, headers))
-        retry = method in SAFE_METHODS and not isinstance(body, AsyncIterator)
+        in_memory = body is None or isinstance(body, bytes)
+        retry = in_memory and method in SAFE_METHODS
         stale: UpstreamClosed | None = None
         while True:
             # A warm idle connection is taken without a coroutine call (most requests).
@@ -575,14 +575,14 @@ class LeanEndpointClient:
                         raise stale from exc
                     raise
             try:
-                if body is None or isinstance(body, bytes):  # the whole request in one write, inline
+                if in_memory:  # the whole request in one write, inline
                     fut = conn.send(_with_body(head, body), method, reused)
                     try:
                         return await fut
                     except BaseException:
                         conn.abort_exchange()
                         raise
-                return await self._exchange(conn, head, method, body, reused)
+                return await self._exchange(conn, head, method, body, reused)  # type: ignore[arg-type]
             except UpstreamClosed as exc:
                 if not (retry and not exc.answered):
                     raise
