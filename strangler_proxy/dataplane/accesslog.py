@@ -69,7 +69,8 @@ class AccessLog:
             "method": method,
             "target": self.query.target(target),
             "status": status,
-            "duration_ms": round(duration_s * 1000.0, 3),
+            # whole microseconds, as milliseconds (round(x, 3) costs a decimal conversion)
+            "duration_ms": int(duration_s * 1_000_000.0 + 0.5) / 1000,
         }
         if cell is not None:
             line["cell"] = cell

@@ -338,9 +338,11 @@ class ProxyHandler:
         With ``fallback`` a connect error, timeout or 5xx is not sent to the
         client: the result has ``fallback=True`` and the caller retries legacy.
         """
-        upstream = cell_upstream(config.upstreams, upstream, cell)  # the cell's own copy, with cells
+        if cell is not None:
+            upstream = cell_upstream(config.upstreams, upstream, cell)  # the cell's own copy
         served = _Served(upstream, side)
-        served.fallback = mark_fallback
+        if mark_fallback:
+            served.fallback = True
         client = self.upstreams.get(upstream, config.upstreams[upstream])
         headers = request_headers(request.raw_headers, connection=request.connection,
                                   client_ip=request.remote, scheme="http", keep_host=client.keep_host)
